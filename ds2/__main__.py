@@ -1,0 +1,105 @@
+"""The command line: a thin layer over ds2.Transcriber.
+
+    python -m ds2 transcribe FILE... [--model DIR] [--lm DIR|none] [--json]
+    python -m ds2 evaluate MANIFEST [--model DIR] [--lm DIR|none] [--save-emissions FILE.npz]
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from .audio import AudioError
+from .checkpoint import CheckpointError
+from .data import read_manifest
+from .text import wer_cer
+
+
+def _transcriber(args):
+    from .transcriber import Transcriber
+    return Transcriber(args.model, lm="default" if args.lm is None else args.lm)
+
+
+def transcribe(args) -> int:
+    transcriber = _transcriber(args)
+    failed = 0
+    for path in args.files:
+        try:
+            r = transcriber.transcribe(path, name=path)
+        except AudioError as e:
+            failed += 1
+            if args.json:
+                print(json.dumps({"path": path, "error": str(e)}), flush=True)
+            else:
+                print(f"{path}: error: {e}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({
+                "path": path, "greedy": r.greedy, "lm": r.lm, "duration": round(r.duration, 3),
+                "words": [{"word": w.word, "start": round(w.start, 2), "end": round(w.end, 2),
+                           "confidence": round(w.confidence, 3)} for w in r.words],
+                "seconds": {k: round(v, 4) for k, v in r.timings.items()}}), flush=True)
+        else:
+            print(f"{path}\n  greedy: {r.greedy}\n  lm:     {r.lm}", flush=True)
+    return 1 if failed else 0
+
+
+def evaluate(args) -> int:
+    transcriber = _transcriber(args)
+    entries = read_manifest(args.manifest)
+    greedy, lm, arrays, audio_seconds = [], [], {}, 0.0
+    tic = time.perf_counter()
+    for i, entry in enumerate(entries):
+        try:
+            r = transcriber.transcribe(entry["audio"])
+        except AudioError as e:
+            print(f"skipped: {e}", file=sys.stderr)
+            continue
+        greedy.append((entry["text"], r.greedy))
+        lm.append((entry["text"], r.lm))
+        audio_seconds += r.duration
+        if args.save_emissions:
+            arrays[f"lp_{len(arrays)}"] = r.emissions
+        if args.verbose:
+            print(f"{entry['audio']}\n  ref:    {entry['text']}\n  greedy: {r.greedy}\n  lm:     {r.lm}")
+    elapsed = time.perf_counter() - tic
+    if args.save_emissions:
+        np.savez_compressed(args.save_emissions, refs=np.array([ref for ref, _ in greedy]), **arrays)
+    report = {"manifest": args.manifest, "utterances": len(greedy), "audio_hours": round(audio_seconds / 3600, 4),
+              "skipped": len(entries) - len(greedy), "rtf": round(elapsed / max(audio_seconds, 1e-9), 4)}
+    for name, pairs in (("greedy", greedy), ("lm", lm)):
+        wer, cer = wer_cer(pairs)
+        report[f"{name}_wer"], report[f"{name}_cer"] = round(wer, 4), round(cer, 4)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.manifest}: {report['utterances']} utterances, {audio_seconds / 60:.1f} min, RTF {report['rtf']:.3f}")
+        print(f"  greedy  WER {report['greedy_wer']:.2%}  CER {report['greedy_cer']:.2%}")
+        print(f"  lm      WER {report['lm_wer']:.2%}  CER {report['lm_cer']:.2%}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ds2", description="Deep Speech 2 speech recognition")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (("transcribe", "transcribe audio files"), ("evaluate", "corpus WER/CER on a manifest")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--model", help="model folder (default: the bundled model in assets/models)")
+        p.add_argument("--lm", help="LM folder, or 'none' for no LM (default: the bundled LM in assets/lm)")
+        p.add_argument("--json", action="store_true", help="JSON output, one object per line")
+    sub.choices["transcribe"].add_argument("files", nargs="+", metavar="FILE")
+    sub.choices["evaluate"].add_argument("manifest")
+    sub.choices["evaluate"].add_argument("--save-emissions", metavar="FILE.npz", help="cache log-probs for LM tuning")
+    sub.choices["evaluate"].add_argument("-v", "--verbose", action="store_true", help="print every transcript")
+    args = parser.parse_args(argv)
+    try:
+        return {"transcribe": transcribe, "evaluate": evaluate}[args.command](args)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

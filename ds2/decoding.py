@@ -1,0 +1,163 @@
+"""CTC decoding: (T, V) log-probs in, text and timed words out.
+
+Greedy decoding takes the most likely symbol in each frame, merges repeats and drops blanks.
+Beam search (pyctcdecode) keeps the `beam_width` best prefixes and, with a KenLM n-gram model,
+ranks them as the DS2 paper does:  log P_ctc(y|x) + alpha * log P_lm(y) + beta * words(y).
+Without kenlm or an LM file it still runs a beam search, on the acoustic scores alone, and warns.
+"""
+
+import importlib.util
+import json
+import threading
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from pyctcdecode import build_ctcdecoder
+
+from .text import ALPHABET, BLANK_ID, SPACE_ID, encode, normalize_text
+
+LABELS = ["" if i == BLANK_ID else c for i, c in enumerate(ALPHABET)]  # pyctcdecode's blank is ""
+
+
+@dataclass(frozen=True)
+class Word:
+    """A recognised word: start and end in seconds, confidence in [0, 1]."""
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Decoded:
+    text: str
+    words: tuple[Word, ...]
+
+
+@dataclass(frozen=True)
+class Beam:
+    """A beam-search hypothesis and its scores (natural log): total = acoustic + lm.
+
+    acoustic: CTC log-probability of the text; lm: alpha * log P_lm + beta * words + hotword bonus.
+    """
+    text: str
+    acoustic_score: float
+    lm_score: float
+    total_score: float
+
+
+@dataclass(frozen=True)
+class LMParams:
+    alpha: float = 0.5  # weight of the LM log-probability
+    beta: float = 1.0  # bonus per word, against the LM's preference for short transcripts
+    beam_width: int = 64  # prefixes kept after each frame
+    beam_prune_logp: float = -10.0  # drop prefixes this far below the best one
+    token_min_logp: float = -5.0  # ignore symbols less likely than this in a frame (unless the best)
+    unk_score_offset: float = -10.0  # log10 penalty for a word the LM does not know
+
+
+def greedy_path(log_probs: np.ndarray) -> np.ndarray:
+    """(T, V) log-probs -> (T,) the most likely symbol id in each frame."""
+    return np.asarray(log_probs).argmax(axis=-1)
+
+
+def _word(word: str, probs: np.ndarray, start: int, end: int, frame_seconds: float, time_offset: float) -> Word:
+    """The word spoken in frames [start, end); confidence is the mean over those frames of the best
+    probability among its letters and the blank (for the greedy path: the mean max-probability)."""
+    ids = [BLANK_ID, *encode(word)]
+    confidence = float(probs[start:end][:, ids].max(axis=1).mean())
+    return Word(word, time_offset + start * frame_seconds, time_offset + end * frame_seconds, confidence)
+
+
+def greedy_decode(log_probs: np.ndarray, frame_seconds: float, time_offset: float = 0.0) -> Decoded:
+    """Best-path decoding of (T, V) log-probs; frame t covers [t, t+1) * frame_seconds + time_offset.
+
+    A word starts at the first frame of its first letter and ends after the last frame of its last.
+    """
+    path = greedy_path(log_probs)
+    if path.size == 0:
+        return Decoded("", ())
+    probs = np.exp(log_probs)
+    boundaries = np.flatnonzero(np.diff(path)) + 1
+    spans, letters = [], []  # spans: (word, first frame, end frame)
+    for run_start, run_end in zip(np.r_[0, boundaries], np.r_[boundaries, path.size]):
+        symbol = path[run_start]
+        if symbol == SPACE_ID and letters:
+            spans.append(("".join(letters), word_start, word_end))
+            letters = []
+        elif symbol not in (BLANK_ID, SPACE_ID):
+            word_start = run_start if not letters else word_start
+            letters.append(ALPHABET[symbol])
+            word_end = run_end
+    if letters:
+        spans.append(("".join(letters), word_start, word_end))
+    words = tuple(_word(w, probs, s, e, frame_seconds, time_offset) for w, s, e in spans)
+    return Decoded(" ".join(w.word for w in words), words)
+
+
+class BeamDecoder:
+    """CTC prefix beam search with an optional KenLM n-gram model (pyctcdecode).
+
+    `lm_path`: a KenLM .bin or .arpa file; `unigrams`: the LM's vocabulary (read from an .arpa when
+    not given). The LM is loaded once: alpha and beta passed to `decode` are set on it in place.
+    """
+
+    def __init__(self, lm_path: str | Path | None = None, unigrams: list[str] | None = None,
+                 params: LMParams = LMParams()):
+        if lm_path is not None and not Path(lm_path).is_file():
+            raise FileNotFoundError(f"language model not found: {lm_path}")
+        self.params = params
+        self.has_lm = lm_path is not None and importlib.util.find_spec("kenlm") is not None
+        if not self.has_lm:
+            why = "kenlm is not installed (pip install kenlm)" if lm_path else "no LM file was given"
+            warnings.warn(f"beam search runs without a language model: {why}", stacklevel=2)
+        self._decoder = build_ctcdecoder(LABELS, str(lm_path) if self.has_lm else None, unigrams,
+                                         alpha=float(params.alpha), beta=float(params.beta),
+                                         unk_score_offset=float(params.unk_score_offset))
+        self._lock = threading.Lock()  # alpha and beta live on the shared LM object
+
+    @classmethod
+    def from_dir(cls, lm_dir: str | Path) -> "BeamDecoder":
+        """Load lm_dir/lm.json: {"lm": "lm.bin", "unigrams": "unigrams.txt", "alpha": ..., "beta": ..., ...}."""
+        lm_dir = Path(lm_dir)
+        config = json.loads((lm_dir / "lm.json").read_text(encoding="utf-8"))
+        params = LMParams(**{f.name: config[f.name] for f in fields(LMParams) if f.name in config})
+        unigrams = (lm_dir / config["unigrams"]).read_text(encoding="utf-8").split() if config.get("unigrams") else None
+        return cls(lm_dir / config["lm"], unigrams, params)
+
+    def _search(self, log_probs, alpha, beta, beam_width, hotwords, hotword_weight, prune_history):
+        p = self.params
+        hotwords = [w for w in map(normalize_text, hotwords) if w]
+        with self._lock:
+            self._decoder.reset_params(alpha=float(p.alpha if alpha is None else alpha),
+                                       beta=float(p.beta if beta is None else beta))
+            return self._decoder.decode_beams(
+                np.asarray(log_probs, dtype=np.float32), beam_width=beam_width or p.beam_width,
+                beam_prune_logp=p.beam_prune_logp, token_min_logp=p.token_min_logp, prune_history=prune_history,
+                hotwords=hotwords or None, hotword_weight=hotword_weight)
+
+    def decode(self, log_probs: np.ndarray, frame_seconds: float, *, alpha: float | None = None,
+               beta: float | None = None, beam_width: int | None = None, hotwords=(), hotword_weight: float = 10.0,
+               time_offset: float = 0.0) -> Decoded:
+        """The best transcript of (T, V) log-probs, with word times as in `greedy_decode`.
+
+        alpha, beta, beam_width override `params` for this call; `hotwords` (words or phrases) get
+        `hotword_weight` added to the score of any hypothesis that contains them.
+        """
+        if len(log_probs) == 0:
+            return Decoded("", ())
+        text, _, word_frames, _, _ = self._search(log_probs, alpha, beta, beam_width, hotwords, hotword_weight,
+                                                  prune_history=True)[0]
+        probs = np.exp(log_probs)
+        return Decoded(text, tuple(_word(w, probs, s, e, frame_seconds, time_offset) for w, (s, e) in word_frames))
+
+    def beams(self, log_probs: np.ndarray, top_k: int = 5, *, alpha: float | None = None, beta: float | None = None,
+              beam_width: int | None = None, hotwords=(), hotword_weight: float = 10.0) -> list[Beam]:
+        """The top_k hypotheses, best first, with their acoustic and LM scores (a view for teaching)."""
+        if len(log_probs) == 0:
+            return []
+        found = self._search(log_probs, alpha, beta, beam_width, hotwords, hotword_weight, prune_history=False)
+        return [Beam(text, float(acoustic), float(total - acoustic), float(total))
+                for text, _, _, acoustic, total in found[:top_k]]

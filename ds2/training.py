@@ -1,0 +1,276 @@
+"""The CTC training loop, top to bottom: config, DDP set-up, data, model, optimiser, loop,
+validation, checkpoints.
+
+One process (CPU or one GPU):
+    python -m train.fit train/configs/small.toml out_dir=~/.cache/ds2/runs/small
+    python -m train.fit train/configs/small.toml out_dir=~/.cache/ds2/runs/small --resume
+One node, 8 GPUs:
+    torchrun --standalone --nproc_per_node=8 -m train.fit train/configs/large.toml out_dir=runs/large
+Two nodes, 8 GPUs each (run on both; node_rank 0 and 1):
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --rdzv_backend=c10d \
+        --rdzv_endpoint=HOST0:29500 -m train.fit train/configs/large.toml out_dir=/shared/runs/large
+
+`out_dir` receives `last.pt` (resume state, rewritten atomically every `checkpoint_every` steps and
+at each epoch's end), `best/` (the model with the best dev WER, as safetensors + config.json),
+`log.csv` and TensorBoard event files.
+"""
+
+import csv
+import math
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import load_resume_state, save_model, save_resume_state
+from .data import Augment, BucketBatchSampler, SpeechDataset, collate, read_manifest
+from .decoding import greedy_decode
+from .features import FeatureConfig, FeatureExtractor, SpecAugment
+from .model import DeepSpeech2, model_config
+from .text import wer_cer
+
+
+@dataclass
+class TrainConfig:
+    train: list = field(default_factory=list)  # manifests to train on
+    dev: str = ""  # manifest for model selection (never the test set)
+    out_dir: str = "~/.cache/ds2/runs/default"
+    model: str = "small"  # named ModelConfig ...
+    model_overrides: dict = field(default_factory=dict)  # ... with these fields changed
+    features: dict = field(default_factory=dict)  # FeatureConfig fields
+    epochs: int = 30
+    max_steps: int = 0  # stop after this many steps in all (0: no limit); for tests and smoke runs
+    lr: float = 1e-3
+    warmup_steps: int = 500
+    final_lr_fraction: float = 0.02  # cosine decay ends at lr * this
+    weight_decay: float = 1e-2
+    grad_clip: float = 5.0
+    max_batch_seconds: float = 240.0  # padded audio seconds per batch (per GPU)
+    max_batch_size: int = 64
+    max_duration: float = 20.0  # longer training utterances are left out
+    speeds: list = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    noise_prob: float = 0.3
+    specaugment: bool = True
+    sortagrad: bool = True
+    cache_audio: bool = True  # keep decoded waveforms in memory after first use (4 bytes/sample)
+    amp: str = "bf16"  # "bf16", "fp16" or "none"; CUDA only, CPU trains in fp32
+    checkpoint_every: int = 200  # steps
+    log_every: int = 10  # steps between rows of log.csv
+    num_workers: int = 0
+    threads: int = 0  # CPU threads for torch (0: torch's default)
+    seed: int = 1234
+
+    @classmethod
+    def load(cls, path=None, overrides=()) -> "TrainConfig":
+        """A TOML file (top-level keys, [model_overrides], [features]) then `key=value` overrides;
+        values are parsed as TOML, falling back to plain strings: lr=3e-4 model_overrides.rnn_layers=5."""
+        data = tomllib.loads(Path(path).read_text()) if path else {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"override {item!r} is not key=value")
+            try:
+                value = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError:
+                pass
+            *parents, leaf = key.strip().split(".")
+            target = data
+            for p in parents:
+                target = target.setdefault(p, {})
+            target[leaf] = value
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        if isinstance(data.get("train"), str):
+            data["train"] = [data["train"]]
+        return cls(**data)
+
+
+def lr_factor(step: int, warmup: int, total: int, final: float) -> float:
+    """Linear warm-up, then cosine decay from 1 to `final` at `total` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_seconds: float = 240.0) -> tuple[float, float]:
+    """Corpus-level greedy (WER, CER) of `model` on `dataset` (errors summed over the corpus)."""
+    model.eval()
+    frame_seconds = 0.0  # timings are not needed here
+    sampler = BucketBatchSampler([e["duration"] for e in dataset.entries], max_batch_seconds, sortagrad=True)
+    pairs = []
+    for batch in torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate):
+        if not batch["size"]:
+            continue
+        log_probs, lengths = model(batch["feats"].to(device), batch["feat_lengths"])
+        for lp, n, ref in zip(log_probs.float().cpu().numpy(), lengths.tolist(), batch["texts"]):
+            pairs.append((ref, greedy_decode(lp[:n], frame_seconds).text))
+    model.train()
+    return wer_cer(pairs)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
+    """Run (or resume) training; returns the model and the final state (step, best dev WER, skips)."""
+    # --- distributed set-up: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK ---
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out_dir = Path(cfg.out_dir).expanduser()
+    main_process = rank == 0
+    if main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- data ---
+    features = FeatureConfig(**cfg.features)
+    extractor = FeatureExtractor(features)
+    entries = [e for m in cfg.train for e in read_manifest(m, cfg.max_duration)]
+    if not entries:
+        raise ValueError(f"no training utterances in {cfg.train}")
+    augment = Augment(speeds=tuple(cfg.speeds), noise_prob=cfg.noise_prob,
+                      specaugment=SpecAugment() if cfg.specaugment else None)
+    train_set = SpeechDataset(entries, extractor, augment, seed=cfg.seed, cache_audio=cfg.cache_audio)
+    sampler = BucketBatchSampler([e["duration"] for e in entries], cfg.max_batch_seconds, cfg.seed,
+                                 cfg.sortagrad, rank, world, cfg.max_batch_size)
+    dev_set = SpeechDataset(read_manifest(cfg.dev), extractor, cache_audio=True) if cfg.dev and main_process else None
+
+    # --- model, optimiser, schedule ---
+    model = DeepSpeech2(model_config(cfg.model, n_feats=features.n_feats, **cfg.model_overrides)).to(device)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model, [local_rank] if device.type == "cuda" else None) \
+        if distributed else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(sampler)
+    total_steps = cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.final_lr_fraction))
+    use_amp = device.type == "cuda" and cfg.amp in ("bf16", "fp16")
+    amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(enabled=use_amp and cfg.amp == "fp16")
+    state = {"epoch": 0, "batch": 0, "step": 0, "best_wer": float("inf"), "skipped_batches": 0,
+             "skipped_utterances": 0}
+
+    resume_path = out_dir / "last.pt"
+    if resume and resume_path.exists():
+        saved = load_resume_state(resume_path)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng"])
+        state.update(saved["state"])
+        if main_process:
+            print(f"resumed from {resume_path} at epoch {state['epoch']} batch {state['batch']} step {state['step']}")
+
+    def checkpoint():
+        if main_process:
+            save_resume_state(resume_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng": torch.get_rng_state(), "state": dict(state), "config": cfg.__dict__})
+
+    writer = log_file = None
+    if main_process:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out_dir / "tb"))
+        new_log = not (out_dir / "log.csv").exists()
+        log_file = open(out_dir / "log.csv", "a", newline="")
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["time", "epoch", "step", "loss", "lr", "utt_per_s", "audio_s_per_s", "dev_wer", "dev_cer"])
+        print(f"model {cfg.model}: {model.num_parameters / 1e6:.2f} M parameters; {len(entries)} utterances, "
+              f"{sum(e['duration'] for e in entries) / 3600:.2f} h; {steps_per_epoch} steps per epoch on {device}")
+
+    # --- the loop ---
+    model.train()
+    stop = False
+    while state["epoch"] < cfg.epochs and not stop:
+        train_set.epoch = state["epoch"]
+        sampler.set_epoch(state["epoch"], state["batch"])
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=cfg.num_workers)
+        bar = tqdm(loader, desc=f"epoch {state['epoch']}", disable=not main_process, dynamic_ncols=True,
+                   initial=state["batch"], total=steps_per_epoch, mininterval=10)
+        tic, utts, seconds = time.time(), 0, 0.0
+        for batch in bar:
+            state["batch"] += 1
+            state["skipped_utterances"] += batch["skipped"]
+            if batch["size"]:
+                with torch.autocast(device.type, amp_dtype, enabled=use_amp):
+                    log_probs, out_lengths = ddp_model(batch["feats"].to(device), batch["feat_lengths"])
+                loss = F.ctc_loss(log_probs.float().transpose(0, 1), batch["targets"].to(device), out_lengths,
+                                  batch["target_lengths"].to(device), blank=0, zero_infinity=True)
+                finite = torch.isfinite(loss)
+                if distributed:  # every rank skips together, or DDP's gradient all-reduce would hang
+                    dist.all_reduce(finite := finite.float(), op=dist.ReduceOp.MIN)
+                if bool(finite):
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    utts, seconds = utts + batch["size"], seconds + batch["seconds"]
+                else:
+                    state["skipped_batches"] += 1
+            scheduler.step()
+            state["step"] += 1
+            if main_process and batch["size"]:
+                elapsed = time.time() - tic
+                bar.set_postfix(loss=f"{loss.item():.3f}", utt_s=f"{utts / elapsed:.1f}",
+                                audio_s_s=f"{seconds / elapsed:.1f}", refresh=False)
+                if state["step"] % cfg.log_every == 0:
+                    log.writerow([f"{time.time():.0f}", state["epoch"], state["step"], f"{loss.item():.4f}",
+                                  f"{scheduler.get_last_lr()[0]:.2e}", f"{utts / elapsed:.2f}",
+                                  f"{seconds / elapsed:.2f}", "", ""])
+                    log_file.flush()
+                writer.add_scalar("train/loss", loss.item(), state["step"])
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state["step"])
+            if state["step"] % cfg.checkpoint_every == 0:
+                checkpoint()
+            if cfg.max_steps and state["step"] >= cfg.max_steps:
+                stop = True
+                break
+        if stop and state["batch"] < steps_per_epoch:
+            break
+        state["epoch"], state["batch"] = state["epoch"] + 1, 0
+        if dev_set is not None:
+            wer, cer = evaluate(model, dev_set, device, cfg.max_batch_seconds)
+            print(f"epoch {state['epoch']}: dev WER {wer:.2%} CER {cer:.2%} (greedy); "
+                  f"skipped {state['skipped_batches']} batches, {state['skipped_utterances']} utterances")
+            writer.add_scalar("dev/wer", wer, state["step"])
+            writer.add_scalar("dev/cer", cer, state["step"])
+            log.writerow([f"{time.time():.0f}", state["epoch"], state["step"], "", "", "", "", f"{wer:.4f}", f"{cer:.4f}"])
+            log_file.flush()
+            if wer < state["best_wer"]:
+                state["best_wer"] = wer
+                save_model(out_dir / "best", model, features, {
+                    "dev_wer": wer, "dev_cer": cer, "epoch": state["epoch"], "step": state["step"],
+                    "train": cfg.train, "dev": cfg.dev})
+        checkpoint()
+    checkpoint()
+    if main_process:
+        if dev_set is None:  # no dev set: the last model is the one to keep
+            save_model(out_dir / "best", model, features, {"epoch": state["epoch"], "step": state["step"],
+                                                           "train": cfg.train})
+        writer.close()
+        log_file.close()
+    if distributed:
+        dist.destroy_process_group()
+    return model, dict(state)

@@ -1,0 +1,245 @@
+"""The one path from audio to text: `Transcriber.transcribe()` for whole recordings and
+`Transcriber.stream()` for live audio. The CLI, the Gradio app, the evaluator and the benchmark all
+call these, and nothing else touches the model.
+
+    t = Transcriber()                        # bundled model + LM from assets/
+    r = t.transcribe("speech.flac")          # Result: greedy and LM text, words, emissions, timings
+    s = t.stream(); s.feed(chunk, 48000) ... s.finish()
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
+from .checkpoint import CheckpointError, load_model
+from .decoding import BeamDecoder, Decoded, Word, greedy_decode
+from .features import FeatureExtractor
+from .text import ALPHABET
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_MODEL = ASSETS / "models" / "ds2-small"
+DEFAULT_LM = ASSETS / "lm"
+MAX_SECONDS = 3600.0  # longest recording accepted (1 hour), transcribed in segments
+SEGMENT_SECONDS = 20.0  # long audio is cut into segments of at most this length ...
+CUT_SEARCH_SECONDS = 4.0  # ... at the quietest 10 ms within this span before the limit
+BATCH_SEGMENTS = 4  # segments run through the network together
+
+
+@dataclass(frozen=True)
+class Result:
+    greedy: str  # best path, repeats and blanks removed
+    lm: str  # beam search rescored by the n-gram LM (or plain beam search when no LM is loaded)
+    greedy_words: tuple[Word, ...]
+    words: tuple[Word, ...]  # the LM transcript's words with times (s) and confidences
+    duration: float  # seconds of audio
+    emissions: np.ndarray = field(repr=False)  # (frames, symbols) log-probs, segments concatenated
+    frame_seconds: float = 0.03  # seconds per emission frame
+    timings: dict = field(default_factory=dict)  # seconds spent in each stage
+
+
+class Transcriber:
+    """A loaded model, its feature extractor and the decoders.
+
+    `model`: a model folder (model.safetensors + config.json); None for the bundled default.
+    `lm`: an LM folder (lm.json, lm.bin, unigrams.txt); "default" for the bundled one if present;
+    None or "none" for beam search without an LM.
+    """
+
+    def __init__(self, model=None, lm="default", device: str = "cpu"):
+        model_dir = Path(model) if model is not None else DEFAULT_MODEL
+        if model is None and not (model_dir / "config.json").exists():
+            raise CheckpointError(f"no bundled model in {model_dir}: train one (train/README.md) or pass a model folder")
+        self.model, self.feature_config, self.meta = load_model(model_dir, device)
+        self.model_dir, self.device = model_dir, torch.device(device)
+        self.extractor = FeatureExtractor(self.feature_config)
+        self.frame_seconds = self.model.config.time_stride / self.feature_config.frames_per_second
+        if lm == "default":
+            lm = DEFAULT_LM if (DEFAULT_LM / "lm.json").exists() else None
+        if lm in (None, "none"):
+            self.lm_dir, self.beam = None, BeamDecoder()
+        else:
+            self.lm_dir = Path(lm)
+            if not (self.lm_dir / "lm.json").exists():
+                raise FileNotFoundError(f"{self.lm_dir}: not an LM folder (no lm.json); use --lm none to go without")
+            self.beam = BeamDecoder.from_dir(self.lm_dir)
+
+    # --- whole recordings ---
+    def transcribe(self, audio, sample_rate: int | None = None, *, progress=None, name: str | None = None) -> Result:
+        """Transcribe a path, bytes or array ((samples,) or (samples, channels); `sample_rate` needed).
+
+        Raises AudioError for audio that cannot be transcribed. `progress(done, total)` is called
+        as segments finish.
+        """
+        tic = time.perf_counter()
+        if isinstance(audio, np.ndarray):
+            if sample_rate is None:
+                raise AudioError(f"{name or 'audio'}: an array needs its sample rate")
+            wave = to_mono_16k(audio, sample_rate, max_seconds=MAX_SECONDS, name=name or "audio")
+        else:
+            wave = load_audio(audio, max_seconds=MAX_SECONDS, name=name)
+        timings = {"load": time.perf_counter() - tic}
+        emissions = self.emissions(wave, progress=progress, timings=timings)
+        return self.decode(emissions, wave.size / SAMPLE_RATE, timings)
+
+    def emissions(self, wave: np.ndarray, progress=None, timings: dict | None = None) -> np.ndarray:
+        """(samples,) 16 kHz waveform -> (frames, symbols) log-probs, long audio in segments."""
+        timings = {} if timings is None else timings
+        bounds = segment_bounds(wave)
+        parts = []
+        for start in range(0, len(bounds), BATCH_SEGMENTS):
+            group = bounds[start:start + BATCH_SEGMENTS]
+            parts += self._run_network([wave[a:b] for a, b in group], timings)
+            if progress is not None:
+                progress(start + len(group), len(bounds))
+        # Segments start at multiples of the total stride, so frames line up with wall time.
+        return np.concatenate(parts) if parts else np.zeros((0, len(ALPHABET)), np.float32)
+
+    @torch.inference_mode()
+    def _run_network(self, waves: list[np.ndarray], timings: dict) -> list[np.ndarray]:
+        tic = time.perf_counter()
+        feats = [self.extractor(torch.from_numpy(w)) for w in waves]
+        lengths = torch.tensor([f.shape[0] for f in feats])
+        batch = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
+        timings["features"] = timings.get("features", 0.0) + time.perf_counter() - tic
+        tic = time.perf_counter()
+        log_probs, out_lengths = self.model(batch, lengths)
+        log_probs = log_probs.float().cpu().numpy()
+        timings["model"] = timings.get("model", 0.0) + time.perf_counter() - tic
+        return [lp[:n] for lp, n in zip(log_probs, out_lengths.tolist())]
+
+    def decode(self, emissions: np.ndarray, duration: float, timings: dict | None = None, **beam_options) -> Result:
+        """Greedy and beam (+LM) decoding of cached emissions; `beam_options` override alpha,
+        beta, beam_width or hotwords without re-running the network."""
+        timings = dict(timings or {})
+        tic = time.perf_counter()
+        greedy = greedy_decode(emissions, self.frame_seconds)
+        timings["greedy"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        beam = self.beam.decode(emissions, self.frame_seconds, **beam_options) if len(emissions) else Decoded("", ())
+        timings["lm"] = time.perf_counter() - tic
+        return Result(greedy.text, beam.text, greedy.words, beam.words, duration, emissions, self.frame_seconds, timings)
+
+    def stream(self, **options) -> "StreamingSession":
+        """A new live session; see StreamingSession for the options."""
+        return StreamingSession(self, **options)
+
+
+def segment_bounds(wave: np.ndarray, max_seconds: float = SEGMENT_SECONDS) -> list[tuple[int, int]]:
+    """Cut a waveform into (start, end) sample spans of at most `max_seconds`, each cut at the
+    quietest 10 ms frame in the last CUT_SEARCH_SECONDS before the limit."""
+    hop = SAMPLE_RATE // 100
+    limit, search = int(max_seconds * SAMPLE_RATE), int(CUT_SEARCH_SECONDS * SAMPLE_RATE)
+    bounds, start = [], 0
+    while wave.size - start > limit:
+        window = wave[start + limit - search:start + limit]
+        energy = np.square(window[:window.size // hop * hop].reshape(-1, hop)).sum(1)
+        cut = start + limit - search + int(np.argmin(energy)) * hop
+        cut -= (cut - start) % (hop * 3)  # keep segment starts on frame-stride boundaries
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, wave.size))
+    return bounds
+
+
+@dataclass
+class StreamState:
+    """What a live session shows: finished segments plus the open one, greedy and LM."""
+    final_greedy: list = field(default_factory=list)
+    final_lm: list = field(default_factory=list)
+    open_greedy: str = ""
+    open_lm: str = ""
+    seconds: float = 0.0  # audio received so far
+
+    @property
+    def greedy(self) -> str:
+        return " ".join(t for t in [*self.final_greedy, self.open_greedy] if t)
+
+    @property
+    def lm(self) -> str:
+        return " ".join(t for t in [*self.final_lm, self.open_lm] if t)
+
+
+class StreamingSession:
+    """Live transcription of audio arriving in chunks, with bounded work per update.
+
+    A bidirectional model cannot emit before it has heard what follows, so the session keeps one
+    open segment, re-decodes it on every `feed`, and closes it at a pause (a run of quiet 10 ms
+    frames at least `pause_seconds` long) or when it reaches `max_segment_seconds`. Closed
+    segments are never decoded again, so an update costs the same at minute 5 as at second 5.
+    """
+
+    def __init__(self, transcriber: Transcriber, pause_seconds: float = 0.4, max_segment_seconds: float = 12.0,
+                 min_update_seconds: float = 0.25):
+        self.t = transcriber
+        self.pause_seconds, self.max_segment_seconds = pause_seconds, max_segment_seconds
+        self.min_update_seconds = min_update_seconds
+        self.state = StreamState()
+        self.buffer = np.zeros(0, np.float32)  # the open segment, 16 kHz
+        self.pending = 0  # samples received since the last decode
+        self.quiet_frames = 0
+        self.heard_speech = False
+        self.noise_floor = None
+
+    def feed(self, chunk, sample_rate: int) -> StreamState:
+        """Add a chunk ((samples,) or (samples, channels), int or float, any rate); returns the state."""
+        wave = to_mono_16k(chunk, sample_rate, name="microphone chunk", whole=False)
+        self.state.seconds += wave.size / SAMPLE_RATE
+        self._track_pauses(wave)
+        self.buffer = np.concatenate([self.buffer, wave])
+        self.pending += wave.size
+        cut = self._cut_point()
+        if cut is not None:
+            self._close(cut)
+        elif self.pending >= self.min_update_seconds * SAMPLE_RATE:
+            self._decode_open()
+        return self.state
+
+    def finish(self) -> StreamState:
+        """Close the open segment and return the final state."""
+        if self.buffer.size:
+            self._close(self.buffer.size)
+        return self.state
+
+    def _track_pauses(self, wave: np.ndarray) -> None:
+        hop = SAMPLE_RATE // 100
+        for frame in wave[:wave.size // hop * hop].reshape(-1, hop):
+            level = float(np.sqrt(np.mean(np.square(frame))) + 1e-7)
+            floor = self.noise_floor = level if self.noise_floor is None else min(max(self.noise_floor, 1e-5) * 1.002, level) \
+                if level < self.noise_floor * 3 else self.noise_floor * 1.002
+            if level > max(floor * 4, 3e-3):
+                self.heard_speech, self.quiet_frames = True, 0
+            else:
+                self.quiet_frames += 1
+
+    def _cut_point(self) -> int | None:
+        hop = SAMPLE_RATE // 100
+        if self.heard_speech and self.quiet_frames * hop >= self.pause_seconds * SAMPLE_RATE:
+            return max(0, self.buffer.size - self.quiet_frames * hop // 2)  # the middle of the pause
+        if self.buffer.size >= self.max_segment_seconds * SAMPLE_RATE:
+            return segment_bounds(self.buffer, self.max_segment_seconds - 0.5)[0][1]
+        return None
+
+    def _decode(self, wave: np.ndarray) -> Result | None:
+        if wave.size < 0.1 * SAMPLE_RATE or np.abs(wave).max() < 1e-4:
+            return None
+        return self.t.decode(self.t.emissions(wave), wave.size / SAMPLE_RATE)
+
+    def _decode_open(self) -> None:
+        self.pending = 0
+        result = self._decode(self.buffer)
+        self.state.open_greedy, self.state.open_lm = (result.greedy, result.lm) if result else ("", "")
+
+    def _close(self, cut: int) -> None:
+        result = self._decode(self.buffer[:cut]) if self.heard_speech else None
+        if result is not None and (result.greedy or result.lm):
+            self.state.final_greedy.append(result.greedy)
+            self.state.final_lm.append(result.lm)
+        self.buffer = self.buffer[cut:]
+        self.state.open_greedy = self.state.open_lm = ""
+        self.heard_speech, self.quiet_frames, self.pending = False, 0, 0
+        if self.buffer.size:
+            self._decode_open()

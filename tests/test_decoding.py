@@ -1,0 +1,225 @@
+"""CTC decoding (greedy, beam, beam + KenLM) on hand-written emissions, and the LM recipe's pieces."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from ds2.decoding import BeamDecoder, LMParams, greedy_decode, greedy_path
+from ds2.text import ALPHABET
+from train import lm as recipe
+
+FRAME = 0.02  # seconds per output frame in these tests
+IDS = {c: i for i, c in enumerate(ALPHABET)}
+
+
+def emissions(frames, p=0.9) -> np.ndarray:
+    """(T, V) log-probs: a frame is a symbol ("_" blank) with probability p, or a {symbol: prob} dict;
+    the rest of each frame's mass is spread over the other symbols."""
+    out = []
+    for frame in frames:
+        probs = frame if isinstance(frame, dict) else {frame: p}
+        row = np.full(len(ALPHABET), (1 - sum(probs.values())) / (len(ALPHABET) - len(probs)))
+        for symbol, prob in probs.items():
+            row[IDS[symbol]] = prob
+        out.append(np.log(row))
+    return np.array(out, dtype=np.float32)
+
+
+# "the c?t": the second letter of the last word is s (0.5) or a (0.4)
+AMBIGUOUS = emissions([*"tthe_ _c", {"s": 0.5, "a": 0.4}, *"t__"])
+
+
+def write_arpa(path, unigrams: dict, bigrams: dict) -> None:
+    """A hand-written ARPA bigram model: {word: log10 p} and {"w1 w2": log10 p} (back-off weights 0)."""
+    unigrams = {"<unk>": -3.0, "<s>": -99.0, "</s>": -1.0, **unigrams}
+    lines = ["\\data\\", f"ngram 1={len(unigrams)}", f"ngram 2={len(bigrams)}", "", "\\1-grams:"]
+    lines += [f"{p}\t{w}\t0" for w, p in unigrams.items()] + ["", "\\2-grams:"]
+    lines += [f"{p}\t{w}" for w, p in bigrams.items()] + ["", "\\end\\", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+@pytest.fixture
+def arpa(tmp_path):
+    pytest.importorskip("kenlm")
+    path = tmp_path / "tiny.arpa"
+    write_arpa(path, {"the": -1.0, "cat": -1.5, "sat": -1.5, "mat": -2.0, "on": -1.5},
+               {"<s> the": -0.3, "the cat": -0.5, "cat sat": -0.3, "sat on": -0.3, "on the": -0.3, "the mat": -0.7,
+                "mat </s>": -0.3, "cat </s>": -0.5})
+    return path
+
+
+@pytest.fixture
+def lm_decoder(arpa):
+    return BeamDecoder(arpa)
+
+
+def test_greedy_collapses_repeats_and_drops_blanks():
+    lp = emissions("hh_e_ll_llo")
+    assert greedy_path(lp).tolist() == [IDS[c] for c in "hh_e_ll_llo"]
+    decoded = greedy_decode(lp, FRAME)
+    assert decoded.text == "hello"
+    (word,) = decoded.words
+    assert (word.word, word.start, word.end) == ("hello", 0.0, pytest.approx(11 * FRAME))
+    assert word.confidence == pytest.approx(0.9)
+
+
+def test_greedy_word_times_follow_first_and_last_letter():
+    decoded = greedy_decode(emissions("__hi  __thhere_ _"), FRAME, time_offset=1.0)
+    assert decoded.text == "hi there"
+    assert [(w.word, round(w.start, 3), round(w.end, 3)) for w in decoded.words] == [
+        ("hi", 1.04, 1.08), ("there", 1.16, 1.28)]
+
+
+def test_greedy_confidence_is_mean_max_probability():
+    lp = emissions(["h", {"i": 0.5}])
+    assert greedy_decode(lp, FRAME).words[0].confidence == pytest.approx(0.7)
+
+
+def test_empty_and_all_blank_emissions_decode_to_nothing():
+    for lp in (np.zeros((0, len(ALPHABET)), np.float32), emissions("____")):
+        assert greedy_decode(lp, FRAME).text == ""
+    with pytest.warns(UserWarning):
+        beam = BeamDecoder()
+    assert beam.decode(np.zeros((0, len(ALPHABET)), np.float32), FRAME).text == ""
+    assert beam.decode(emissions("____"), FRAME).text == ""
+
+
+def test_beam_without_lm_warns_once_and_decodes_acoustically():
+    with pytest.warns(UserWarning, match="without a language model") as record:
+        beam = BeamDecoder()
+    assert len(record) == 1 and not beam.has_lm
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert beam.decode(AMBIGUOUS, FRAME).text == "the cst"
+        assert beam.decode(AMBIGUOUS, FRAME).text == "the cst"
+
+
+def test_beam_word_times_match_greedy_on_clear_emissions():
+    with pytest.warns(UserWarning):
+        beam = BeamDecoder()
+    lp = emissions("__hi  __thhere__")
+    assert beam.decode(lp, FRAME, time_offset=2.0) == greedy_decode(lp, FRAME, time_offset=2.0)
+
+
+def test_lm_prefers_in_vocabulary_word_where_greedy_does_not(lm_decoder):
+    assert lm_decoder.has_lm
+    assert greedy_decode(AMBIGUOUS, FRAME).text == "the cst"
+    decoded = lm_decoder.decode(AMBIGUOUS, FRAME)
+    assert decoded.text == "the cat"
+    # the LM changed a letter the acoustics preferred: the word is less confident than "the"
+    assert decoded.words[1].confidence < decoded.words[0].confidence
+
+
+def test_alpha_override_changes_result_without_reloading(lm_decoder, arpa):
+    arpa.unlink()  # a reload would now fail
+    assert lm_decoder.decode(AMBIGUOUS, FRAME, alpha=0.0).text == "the cst"
+    assert lm_decoder.decode(AMBIGUOUS, FRAME).text == "the cat"  # overrides do not stick
+
+
+def test_beta_is_a_bonus_per_word(lm_decoder):
+    without, with_bonus = (lm_decoder.beams(AMBIGUOUS, alpha=0.5, beta=b)[0] for b in (0.0, 1.5))
+    assert without.text == with_bonus.text == "the cat"
+    assert with_bonus.acoustic_score == pytest.approx(without.acoustic_score)
+    assert with_bonus.lm_score - without.lm_score == pytest.approx(2 * 1.5)
+
+
+def test_beams_are_ranked_and_scores_add_up(lm_decoder):
+    beams = lm_decoder.beams(AMBIGUOUS, top_k=3, alpha=0.2)  # at 0.5 "cst" falls out of the beam
+    assert 1 < len(beams) <= 3 and beams[0].text == "the cat"
+    assert [b.total_score for b in beams] == sorted((b.total_score for b in beams), reverse=True)
+    for b in beams:
+        assert b.total_score == pytest.approx(b.acoustic_score + b.lm_score)
+    assert any(b.text == "the cst" for b in beams)
+
+
+def test_hotwords_pull_the_search_towards_them():
+    with pytest.warns(UserWarning):
+        beam = BeamDecoder()
+    lp = emissions([*"the_ _c", {"a": 0.5, "u": 0.4}, *"t__"])
+    assert beam.decode(lp, FRAME).text == "the cat"
+    assert beam.decode(lp, FRAME, hotwords=["CUT"]).text == "the cut"  # hotwords are normalised
+    assert beam.decode(lp, FRAME, hotwords=["cut"], hotword_weight=0.0).text == "the cat"
+
+
+def test_from_dir_reads_lm_json(arpa, tmp_path):
+    (tmp_path / "unigrams.txt").write_text("the\ncat\nsat\nmat\non\n")
+    (tmp_path / "lm.json").write_text(json.dumps({"lm": arpa.name, "unigrams": "unigrams.txt", "alpha": 0.0,
+                                                  "beta": 2.0, "beam_width": 16, "order": 2}))
+    decoder = BeamDecoder.from_dir(tmp_path)
+    assert decoder.has_lm and decoder.params == LMParams(alpha=0.0, beta=2.0, beam_width=16)
+    assert decoder.decode(AMBIGUOUS, FRAME).text == "the cst"  # alpha 0 from lm.json: acoustics alone
+    assert decoder.decode(AMBIGUOUS, FRAME, alpha=1.0).text == "the cat"
+
+
+def test_tune_picks_the_alpha_that_fixes_the_error(arpa, tmp_path):
+    (tmp_path / "lm.json").write_text(json.dumps({"lm": arpa.name, "unigrams": None}))
+    items = [(AMBIGUOUS, "the cat"), (emissions("tthe__ _mmat__"), "the mat")]
+    alpha, beta, table = recipe.tune(items, tmp_path, alphas=(0.0, 1.0), betas=(0.0,), beam_width=16)
+    assert (alpha, beta) == (1.0, 0.0)
+    assert table == [(0.0, 0.0, 0.25), (1.0, 0.0, 0.0)]
+    assert json.loads((tmp_path / "lm.json").read_text())["alpha"] == 1.0
+
+
+# --- the LM recipe (train/lm.py) ---
+
+def test_sentences_split_and_normalise_book_prose():
+    text = 'Mr. Weston came in. "Well?" said Mrs. Elton [Illustration: a hat] at 3; it is n\'t so!'
+    assert recipe.sentences(text) == ["mister weston came in", "well", "said missus elton at three it isn't so"]
+
+
+def test_paragraphs_join_hard_wrapped_lines():
+    lines = ["It was a dark\n", "and stormy night.\n", "\n", "CHAPTER I\n", "\n", "She sat\n", "down\n"]
+    assert list(recipe.paragraphs(lines)) == ["It was a dark and stormy night.", "CHAPTER I", "She sat down"]
+
+
+def test_book_files_leave_out_the_librispeech_transcripts(tmp_path):
+    for name in ("books.txt.xz", "librispeech-dev-clean.txt", "gutenberg/emma.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in recipe.book_files(tmp_path)] == [
+        "books.txt.xz", "gutenberg/emma.txt"]
+
+
+def test_pruning_has_one_threshold_per_order_and_keeps_unigrams():
+    assert recipe.pruning("0 1 1 2", 3) == "0 1 1"
+    assert recipe.pruning("0 1", 4) == "0 1 1 1"
+    assert recipe.pruning("0 1 1 2", 4, more=1) == "0 2 2 3"
+
+
+def test_arpa_words_are_the_unigrams(arpa):
+    assert recipe.arpa_words(arpa) == ["the", "cat", "sat", "mat", "on"]
+
+
+@pytest.fixture
+def kenlm_bin():
+    bin_dir = recipe.KENLM_CACHE / "bin"
+    if not (bin_dir / "lmplz").exists():
+        pytest.skip(f"KenLM binaries not built in {bin_dir}; `python -m train.lm build` builds them once")
+    return bin_dir
+
+
+@pytest.fixture
+def tiny_text(tmp_path):
+    (tmp_path / "text" / "gutenberg").mkdir(parents=True)
+    book = "The cat sat on the mat. The dog sat on the log!\nA cat and a dog.\n" * 20
+    (tmp_path / "text" / "gutenberg" / "book.txt").write_text(book)
+    return tmp_path / "text"
+
+
+def test_build_runs_lmplz_on_a_tiny_corpus(kenlm_bin, tiny_text, tmp_path):
+    kenlm = pytest.importorskip("kenlm")
+    (tmp_path / "train.jsonl").write_text(json.dumps({"audio": "a.wav", "text": "THE CAT RAN", "duration": 1}) + "\n")
+    info = recipe.build(tmp_path / "lm", tiny_text, [tmp_path / "train.jsonl"], order=3, prune="0", memory="100M",
+                        bin_dir=kenlm_bin)
+    assert info["sentences"] == 61 and info["vocabulary"] == 10
+    assert "ran" in (tmp_path / "lm" / "unigrams.txt").read_text().split()
+    model = kenlm.Model(str(tmp_path / "lm" / "lm.bin"))
+    assert model.score("the cat sat on the mat") > model.score("mat the on sat cat the")
+    assert BeamDecoder.from_dir(tmp_path / "lm").decode(AMBIGUOUS, FRAME).text == "the cat"
+
+
+def test_build_gives_up_when_no_pruning_fits(kenlm_bin, tiny_text, tmp_path):
+    with pytest.raises(RuntimeError, match="pruning steps"):
+        recipe.build(tmp_path / "lm", tiny_text, order=3, max_mb=1e-4, memory="100M", bin_dir=kenlm_bin)

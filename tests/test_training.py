@@ -1,0 +1,85 @@
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY_MANIFEST, tiny_config
+from ds2.model import DeepSpeech2, model_config
+from ds2.training import TrainConfig, lr_factor, train
+
+
+def _losses(out_dir) -> dict[int, str]:
+    with open(out_dir / "log.csv") as f:
+        return {int(row["step"]): row["loss"] for row in csv.DictReader(f) if row["loss"]}
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    # Augmentation on and several batches per epoch, so the data order and RNG must be restored too.
+    settings = dict(steps=10, max_batch_seconds=3, log_every=1, speeds=[0.9, 1.0, 1.1], noise_prob=0.5,
+                    specaugment=True, epochs=4)
+    train(tiny_config(tmp_path / "straight", **settings))
+    train(tiny_config(tmp_path / "split", **{**settings, "steps": 6}, checkpoint_every=3))
+    _, state = train(tiny_config(tmp_path / "split", **settings), resume=True)
+    assert state["step"] == 10
+    straight, split = _losses(tmp_path / "straight"), _losses(tmp_path / "split")
+    assert [straight[s] for s in range(7, 11)] == [split[s] for s in range(7, 11)]
+
+
+def test_ddp_two_processes_agree_on_weights(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path)], check=True, env=env, timeout=300)
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    # Parameters must be identical; BatchNorm running statistics are each rank's own between the
+    # broadcasts DDP makes from rank 0 at every forward, and rank 0's are the ones saved.
+    params = [name for name in w0 if "running_" not in name and "num_batches" not in name]
+    assert len(params) > 10
+    for name in params:
+        torch.testing.assert_close(w0[name], w1[name], rtol=0, atol=0)
+    initial = DeepSpeech2(model_config("tiny", n_feats=40)).state_dict()
+    assert any(not torch.equal(initial[name], w0[name]) for name in params)  # it did train
+    assert (tmp_path / "best" / "model.safetensors").exists()
+
+
+def test_non_finite_loss_batches_are_skipped_and_counted(tmp_path, monkeypatch):
+    import ds2.training
+    real_ctc, calls = ds2.training.F.ctc_loss, []
+
+    def ctc_loss_nan_on_second_batch(*args, **kwargs):  # fault injection: one batch goes NaN
+        calls.append(1)
+        loss = real_ctc(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(ds2.training.F, "ctc_loss", ctc_loss_nan_on_second_batch)
+    model, state = train(tiny_config(tmp_path, steps=4))
+    assert state["skipped_batches"] == 1 and state["step"] == 4
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_unreadable_manifest_entries_are_skipped(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    lines = TINY_MANIFEST.read_text().splitlines()
+    broken = lines[0].replace("utt00.flac", str(tmp_path / "missing.flac"))
+    manifest.write_text("\n".join([broken] + [l.replace('"utt', f'"{TINY_MANIFEST.parent}/utt') for l in lines[1:]]))
+    _, state = train(tiny_config(tmp_path / "run", steps=2, train=[str(manifest)]))
+    assert state["skipped_utterances"] >= 1 and state["step"] == 2
+
+
+def test_config_from_toml_with_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('model = "tiny"\nlr = 0.1\n[features]\nn_mels = 40\n')
+    cfg = TrainConfig.load(path, ["lr=3e-4", "model_overrides.rnn_layers=3", "train=a.jsonl", "amp=none"])
+    assert cfg.lr == 3e-4 and cfg.model_overrides == {"rnn_layers": 3} and cfg.train == ["a.jsonl"]
+    assert cfg.features == {"n_mels": 40} and cfg.amp == "none"
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.load(None, ["learning_rate=1"])
+
+
+def test_lr_schedule_warms_up_then_decays():
+    values = [lr_factor(s, 10, 100, 0.02) for s in range(100)]
+    assert values[0] == 0.1 and values[9] == 1.0 and values[-1] < 0.05
+    assert all(a >= b for a, b in zip(values[9:], values[10:]))

@@ -1,0 +1,117 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import ROOT, TINY_MANIFEST
+from ds2.audio import SAMPLE_RATE, AudioError
+from ds2.checkpoint import CheckpointError, load_model, save_model
+from ds2.data import read_manifest
+from ds2.text import wer_cer
+from ds2.transcriber import Transcriber, segment_bounds
+
+ENTRIES = read_manifest(TINY_MANIFEST)
+
+
+@pytest.fixture(scope="module")
+def transcriber(tiny_model_dir):
+    return Transcriber(tiny_model_dir, lm=None)
+
+
+def test_tiny_model_learns_the_fixture(transcriber):
+    """A `tiny` model trained for ~15 s (120 steps) on ten synthetic utterances transcribes them."""
+    pairs = [(e["text"], transcriber.transcribe(e["audio"]).greedy) for e in ENTRIES]
+    _, cer = wer_cer(pairs)
+    assert cer < 0.10, pairs
+
+
+def test_result_fields(transcriber):
+    r = transcriber.transcribe(ENTRIES[2]["audio"])
+    assert r.emissions.ndim == 2 and r.emissions.shape[1] == 29
+    assert abs(r.duration - ENTRIES[2]["duration"]) < 0.01
+    assert r.frame_seconds == pytest.approx(0.02)  # tiny: 10 ms hop x time stride 2
+    assert [w.word for w in r.greedy_words] == r.greedy.split()
+    assert all(0 <= w.start <= w.end <= r.duration + 0.05 for w in r.greedy_words)
+    assert {"load", "features", "model", "greedy", "lm"} <= set(r.timings)
+
+
+def test_array_input_at_any_rate_and_channels(transcriber):
+    wave, rate = sf.read(ENTRIES[2]["audio"], dtype="float32")
+    expected = transcriber.transcribe(wave, rate).greedy
+    stereo48k = np.repeat(np.stack([wave, wave], 1), 3, axis=0)  # 48 kHz by sample repetition
+    assert transcriber.transcribe((stereo48k * 32767).astype(np.int16), 48000).greedy == expected
+    with pytest.raises(AudioError, match="sample rate"):
+        transcriber.transcribe(wave)
+
+
+def test_save_load_gives_bit_identical_outputs(tiny_model_dir, tmp_path):
+    import torch
+    model, features, meta = load_model(tiny_model_dir)
+    save_model(tmp_path, model, features, meta)
+    again, _, _ = load_model(tmp_path)
+    x, lengths = torch.randn(2, 150, 40), torch.tensor([150, 77])
+    with torch.no_grad():
+        assert torch.equal(model(x, lengths)[0], again(x, lengths)[0])
+
+
+def test_segments_cover_long_audio_exactly():
+    rng = np.random.default_rng(0)
+    wave = rng.standard_normal(SAMPLE_RATE * 75).astype(np.float32) * 0.1
+    wave[SAMPLE_RATE * 18:SAMPLE_RATE * 18 + 800] = 0  # a pause inside the cut search window
+    bounds = segment_bounds(wave)
+    assert bounds[0][0] == 0 and bounds[-1][1] == wave.size
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(0 < e - s <= 20 * SAMPLE_RATE for s, e in bounds)
+    assert SAMPLE_RATE * 18 <= bounds[0][1] <= SAMPLE_RATE * 18 + 800  # cut in the quiet part
+
+
+def test_long_audio_is_transcribed_in_segments(transcriber):
+    wave, rate = sf.read(ENTRIES[3]["audio"], dtype="float32")
+    gap = np.zeros(rate // 2, np.float32)
+    long = np.concatenate([np.concatenate([wave, gap])] * 24)  # ~40 s: three segments
+    r = transcriber.transcribe(long, rate)
+    assert r.emissions.shape[0] == pytest.approx(long.size / rate / r.frame_seconds, abs=3)
+    bounds = segment_bounds(long)
+    assert len(bounds) == 3
+    pieces = [transcriber.transcribe(long[a:b], rate).emissions for a, b in bounds]
+    np.testing.assert_allclose(r.emissions, np.concatenate(pieces), atol=1e-4)
+    assert r.greedy_words[-1].end == pytest.approx(r.duration, abs=1.0)  # times run across segments
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="missing"):
+        Transcriber(tmp_path, lm=None)
+
+
+def test_cli_json_contract_with_a_bad_file(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wave file")
+    files = [ENTRIES[0]["audio"], str(bad), ENTRIES[2]["audio"]]
+    proc = subprocess.run([sys.executable, "-m", "ds2", "transcribe", *files, "--model", str(tiny_model_dir),
+                           "--lm", "none", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode != 0
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["path"] for line in lines] == files
+    assert "error" in lines[1] and "cannot read" in lines[1]["error"]
+    for line, entry in zip([lines[0], lines[2]], [ENTRIES[0], ENTRIES[2]]):
+        assert {"greedy", "lm", "duration"} <= set(line) and "error" not in line
+        assert line["greedy"] == entry["text"]
+        assert line["duration"] == pytest.approx(entry["duration"], abs=0.01)
+
+
+def test_cli_evaluate_prints_corpus_wer_and_cer(tiny_model_dir):
+    proc = subprocess.run([sys.executable, "-m", "ds2", "evaluate", str(TINY_MANIFEST), "--model", str(tiny_model_dir),
+                           "--lm", "none", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["utterances"] == 10 and report["greedy_cer"] < 0.1
+    assert {"greedy_wer", "lm_wer", "lm_cer"} <= set(report)
+
+
+def test_cli_without_bundled_model_says_so(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ds2", "transcribe", ENTRIES[0]["audio"], "--model", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2 and "missing" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,23 @@
+"""Train a DS2 model: `python -m train.fit CONFIG.toml [key=value ...] [--resume]`.
+
+See ds2/training.py for the loop and the torchrun commands for several GPUs and nodes.
+"""
+
+import argparse
+
+from ds2.training import TrainConfig, train
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", help="TOML config (train/configs/*.toml)")
+    parser.add_argument("overrides", nargs="*", help="key=value settings that replace the config's")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt if it exists")
+    args = parser.parse_args(argv)
+    config = TrainConfig.load(args.config, args.overrides)
+    _, state = train(config, resume=args.resume)
+    print(f"done: step {state['step']}, best dev WER {state['best_wer']:.2%}")
+
+
+if __name__ == "__main__":
+    main()

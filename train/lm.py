@@ -1,0 +1,253 @@
+"""The language-model recipe: build a KenLM n-gram model from books, then tune alpha/beta on dev.
+
+    python -m train.lm build --out ~/.cache/ds2/lm                                  # books only
+    python -m train.lm build --out DIR --manifest ~/.cache/ds2/data/train.jsonl     # + transcripts
+    python -m train.lm tune --emissions dev-emissions.npz --lm-dir DIR
+
+`build` compiles KenLM's own `lmplz` and `build_binary` once from the kenlm sdist on PyPI (needs
+the Debian packages in APT_PACKAGES), normalises the books and the manifests' transcripts one
+sentence per line, pipes them through lmplz and writes DIR/lm.bin (a quantised trie, at most
+--max-mb), DIR/unigrams.txt (the LM's words, for pyctcdecode) and DIR/lm.json (decoder settings).
+Pass training manifests only: an LM that has read the test transcripts makes test WER meaningless.
+
+`tune` grid-searches alpha (LM weight) and beta (word bonus) for corpus-level WER on dev-set
+emissions (an .npz with arrays lp_0, lp_1, ... of (T, V) log-probs and `refs`, their transcripts)
+and writes the best pair into lm.json.
+"""
+
+import argparse
+import itertools
+import json
+import lzma
+import multiprocessing
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ds2.decoding import BeamDecoder, LMParams
+from ds2.text import normalize_text, wer_cer
+
+KENLM_CACHE = Path.home() / ".cache" / "ds2" / "kenlm"
+APT_PACKAGES = ("build-essential", "cmake", "libboost-program-options-dev", "libboost-system-dev",
+                "libboost-thread-dev", "libboost-test-dev", "zlib1g-dev", "libbz2-dev", "liblzma-dev")
+
+_ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor"}  # as LibriSpeech transcribes them
+_ABBREVIATION_RE = re.compile(r"\b(mrs?|dr)\.", re.IGNORECASE)
+_BRACKETS_RE = re.compile(r"\[[^\]]*\]")  # [Illustration: ...], [Footnote 3: ...]
+_CLITIC_RE = re.compile(r" ('(?:s|re|ve|ll|d|m)|n't)\b")  # NLTK-tokenised "sister 's" -> "sister's"
+_SENTENCE_END_RE = re.compile(r"[.!?]+")
+_LINE_END_RE = re.compile(r"[.!?][\"'\u201d\u2019)_]*\s*$")
+
+
+def sentences(paragraph: str) -> list[str]:
+    """Normalised sentences of prose: 'Mr. Weston came. "Well?"' -> ['mister weston came', 'well']."""
+    paragraph = _ABBREVIATION_RE.sub(lambda m: _ABBREVIATIONS[m.group(1).lower()], paragraph)
+    paragraph = _CLITIC_RE.sub(r"\1", _BRACKETS_RE.sub(" ", paragraph))
+    return [s for s in map(normalize_text, _SENTENCE_END_RE.split(paragraph)) if s]
+
+
+def paragraphs(lines):
+    """Join hard-wrapped lines into paragraphs, which end at a blank line or a line ending a sentence."""
+    block = []
+    for line in lines:
+        if line.strip():
+            block.append(line.strip())
+        if block and (not line.strip() or _LINE_END_RE.search(line)):
+            yield " ".join(block)
+            block = []
+    if block:
+        yield " ".join(block)
+
+
+def book_files(text_dir) -> list[Path]:
+    """The books under text_dir: *.txt.xz and gutenberg/*.txt (never the LibriSpeech transcripts)."""
+    text_dir = Path(text_dir)
+    return sorted(text_dir.glob("*.txt.xz")) + sorted(text_dir.glob("gutenberg/*.txt"))
+
+
+def corpus(books, manifests):
+    """Yield the LM training text, one normalised sentence per line."""
+    for path in books:
+        with (lzma.open if path.suffix == ".xz" else open)(path, "rt", encoding="utf-8") as f:
+            for paragraph in paragraphs(f):
+                yield from sentences(paragraph)
+    for path in manifests:
+        with open(path, encoding="utf-8") as f:
+            yield from filter(None, (normalize_text(json.loads(line)["text"]) for line in f if line.strip()))
+
+
+def _missing_apt_packages() -> list[str]:
+    if shutil.which("dpkg-query") is None:
+        return list(APT_PACKAGES)
+    status = lambda p: subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True).stdout
+    return [p for p in APT_PACKAGES if not status(p).endswith("ok installed")]
+
+
+def kenlm_binaries(cache=KENLM_CACHE) -> Path:
+    """Compile lmplz and build_binary from the PyPI kenlm sdist (once) and return their folder."""
+    cache = Path(cache)
+    bin_dir = cache / "bin"
+    if (bin_dir / "lmplz").exists() and (bin_dir / "build_binary").exists():
+        return bin_dir
+    print(f"compiling KenLM's lmplz and build_binary into {bin_dir} (once; about a minute)", file=sys.stderr)
+    try:
+        # --no-binary kenlm, not :all:, which would also compile kenlm's build requirements (cmake!)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", "kenlm", "--no-deps", "-q",
+                        "-d", str(cache / "sdist"), "kenlm"], check=True)
+        with tarfile.open(max((cache / "sdist").glob("kenlm-*.tar.gz"))) as tar:
+            source = cache / "src" / tar.getnames()[0].split("/")[0]
+            tar.extractall(cache / "src", filter="data")
+        build = cache / "build"
+        subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"], check=True)
+        subprocess.run(["cmake", "--build", str(build), "--target", "lmplz", "build_binary", "-j",
+                        str(multiprocessing.cpu_count())], check=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        missing = _missing_apt_packages()
+        hint = f"install: apt-get install {' '.join(missing)}" if missing else "see the compiler output above"
+        raise RuntimeError(f"could not build KenLM ({e}); {hint}") from e
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("lmplz", "build_binary"):
+        shutil.copy2(build / "bin" / name, bin_dir / name)
+    return bin_dir
+
+
+def arpa_words(arpa) -> list[str]:
+    """The words of an ARPA model's unigram section, without <s>, </s> and <unk>."""
+    words = []
+    with open(arpa, encoding="utf-8") as f:
+        for line in itertools.dropwhile(lambda l: l.strip() != "\\1-grams:", f):
+            if line.startswith("\\2-grams:") or line.startswith("\\end\\"):
+                break
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 2 and parts[1] not in ("<s>", "</s>", "<unk>"):
+                words.append(parts[1])
+    return words
+
+
+def pruning(prune: str, order: int, more: int = 0) -> str:
+    """lmplz --prune thresholds, one per order (the last repeated, extras dropped), plus `more`
+    above unigrams: ('0 1 1 2', 4, more=1) -> '0 2 2 3'."""
+    thresholds = [int(t) for t in prune.split()][:order]
+    thresholds += thresholds[-1:] * (order - len(thresholds))
+    return " ".join(str(t + more * (i > 0)) for i, t in enumerate(thresholds))
+
+
+def build(out_dir, text_dir="../shared/data/text", manifests=(), order=4, prune="0 1 1 2", max_mb=30.0,
+          memory="30%", bin_dir=None) -> dict:
+    """Build out_dir/lm.bin, unigrams.txt and lm.json; raise the pruning until lm.bin fits max_mb."""
+    bin_dir, prune = Path(bin_dir) if bin_dir else kenlm_binaries(), pruning(prune, order)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    books, start = book_files(text_dir), time.time()
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".work-") as tmp:
+        text, arpa, n_sentences, n_words = Path(tmp) / "corpus.txt", Path(tmp) / "lm.arpa", 0, 0
+        with open(text, "w", encoding="utf-8") as f:
+            for sentence in corpus(books, manifests):
+                f.write(sentence + "\n")
+                n_sentences, n_words = n_sentences + 1, n_words + sentence.count(" ") + 1
+        print(f"{n_sentences:,} sentences, {n_words:,} words from {len(books)} book files and "
+              f"{len(manifests)} manifests ({time.time() - start:.0f} s)", file=sys.stderr)
+        for _ in range(6):
+            with open(text, "rb") as f:
+                subprocess.run([bin_dir / "lmplz", "-o", str(order), "--prune", *prune.split(), "-S", memory,
+                                "-T", tmp, "--discount_fallback", "--arpa", arpa], stdin=f, check=True)
+            subprocess.run([bin_dir / "build_binary", "-S", memory, "-T", tmp, "-a", "22", "-q", "8", "-b", "7",
+                            "trie", arpa, out_dir / "lm.bin"], check=True, stdout=subprocess.DEVNULL)
+            size_mb = (out_dir / "lm.bin").stat().st_size / 2**20
+            if size_mb <= max_mb:
+                break
+            print(f"lm.bin is {size_mb:.1f} MB with --prune {prune}; pruning more", file=sys.stderr)
+            prune = pruning(prune, order, more=1)
+        else:
+            raise RuntimeError(f"lm.bin is still {size_mb:.1f} MB > {max_mb} MB after 6 pruning steps; lower --order")
+        words = arpa_words(arpa)
+    (out_dir / "unigrams.txt").write_text("\n".join(sorted(words)) + "\n", encoding="utf-8")
+    defaults = LMParams()
+    info = dict(lm="lm.bin", unigrams="unigrams.txt", alpha=defaults.alpha, beta=defaults.beta,
+                beam_width=defaults.beam_width, order=order, prune=prune, size_mb=round(size_mb, 1),
+                vocabulary=len(words), sentences=n_sentences, words=n_words,
+                sources=[p.name for p in books] + [Path(m).name for m in manifests],
+                build_seconds=round(time.time() - start))
+    (out_dir / "lm.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+_GRID = {}  # the decoder and items for the tuning workers, set before they fork
+
+
+def _grid_point(alpha_beta):
+    alpha, beta = alpha_beta
+    decoder, items, beam_width = _GRID["decoder"], _GRID["items"], _GRID["beam_width"]
+    hyps = [decoder.decode(lp, 1.0, alpha=alpha, beta=beta, beam_width=beam_width).text for lp, _ in items]
+    return alpha, beta, wer_cer(zip((ref for _, ref in items), hyps))[0]
+
+
+def tune(items, lm_dir, alphas=(0.3, 0.5, 0.8, 1.2, 1.6), betas=(0.0, 1.0, 2.0, 3.0), beam_width=32, jobs=1):
+    """Grid-search alpha, beta for corpus WER on items [(log_probs (T, V), reference text)].
+
+    Writes the best pair into lm_dir/lm.json and returns (alpha, beta, [(alpha, beta, wer), ...]).
+    """
+    items = list(items)
+    _GRID.update(decoder=BeamDecoder.from_dir(lm_dir), items=items, beam_width=beam_width)
+    grid = list(itertools.product(alphas, betas))
+    try:
+        if jobs > 1:
+            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                table = pool.map(_grid_point, grid)
+        else:
+            table = list(map(_grid_point, grid))
+    finally:
+        _GRID.clear()
+    alpha, beta, wer = min(table, key=lambda row: row[2])
+    config_path = Path(lm_dir) / "lm.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(alpha=alpha, beta=beta, tuned_wer=round(wer, 4), tuned_utterances=len(items))
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return alpha, beta, table
+
+
+def load_emissions(path) -> list[tuple[np.ndarray, str]]:
+    """Items from an .npz holding lp_0, lp_1, ... ((T, V) log-probs) and `refs` (their transcripts)."""
+    with np.load(path, allow_pickle=False) as data:
+        return [(data[f"lp_{i}"], str(ref)) for i, ref in enumerate(data["refs"])]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m train.lm", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("build", help="build lm.bin, unigrams.txt and lm.json")
+    p.add_argument("--out", default=str(Path.home() / ".cache" / "ds2" / "lm"))
+    p.add_argument("--text", default="../shared/data/text", help="folder with books-*.txt.xz and gutenberg/")
+    p.add_argument("--manifest", action="append", default=[], help="add this manifest's transcripts (never test!)")
+    p.add_argument("--order", type=int, default=4)
+    p.add_argument("--prune", default="0 1 1 2", help="lmplz --prune count thresholds per order")
+    p.add_argument("--max-mb", type=float, default=30.0)
+    p.add_argument("--memory", default="30%", help="lmplz -S sorting memory")
+    p = sub.add_parser("tune", help="grid-search alpha and beta on dev emissions")
+    p.add_argument("--emissions", required=True)
+    p.add_argument("--lm-dir", required=True)
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.3, 0.5, 0.8, 1.2, 1.6])
+    p.add_argument("--betas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
+    p.add_argument("--beam-width", type=int, default=32)
+    p.add_argument("--jobs", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        info = build(args.out, args.text, args.manifest, args.order, args.prune, args.max_mb, args.memory)
+        print(json.dumps(info, indent=2))
+    else:
+        alpha, beta, table = tune(load_emissions(args.emissions), args.lm_dir, args.alphas, args.betas,
+                                  args.beam_width, args.jobs)
+        for a, b, wer in table:
+            print(f"alpha {a:4.2f}  beta {b:4.2f}  WER {wer:6.2%}")
+        print(f"best: alpha {alpha} beta {beta}, written to {Path(args.lm_dir) / 'lm.json'}")
+
+
+if __name__ == "__main__":
+    main()
