@@ -27,6 +27,7 @@ MAX_SECONDS = 3600.0  # longest recording accepted (1 hour), transcribed in segm
 SEGMENT_SECONDS = 20.0  # long audio is cut into segments of at most this length ...
 CUT_SEARCH_SECONDS = 4.0  # ... at the quietest 10 ms within this span before the limit
 BATCH_SEGMENTS = 4  # segments run through the network together
+TRIM_MARGIN_SECONDS = 0.2  # quiet kept around the speech of a streamed segment
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,13 @@ def segment_bounds(wave: np.ndarray, max_seconds: float = SEGMENT_SECONDS) -> li
     return bounds
 
 
+def frame_levels(wave: np.ndarray) -> np.ndarray:
+    """RMS level of each whole 10 ms frame: (samples,) -> (frames,)."""
+    hop = SAMPLE_RATE // 100
+    frames = wave[:wave.size // hop * hop].reshape(-1, hop)
+    return np.sqrt(np.mean(np.square(frames), axis=1)) + 1e-7
+
+
 @dataclass
 class StreamState:
     """What a live session shows: finished segments plus the open one, greedy and LM."""
@@ -152,6 +160,7 @@ class StreamState:
     final_lm: list = field(default_factory=list)
     open_greedy: str = ""
     open_lm: str = ""
+    segments: list = field(default_factory=list)  # (start, end) seconds of each final segment's speech
     seconds: float = 0.0  # audio received so far
 
     @property
@@ -179,6 +188,7 @@ class StreamingSession:
         self.min_update_seconds = min_update_seconds
         self.state = StreamState()
         self.buffer = np.zeros(0, np.float32)  # the open segment, 16 kHz
+        self.buffer_start = 0  # its first sample's index in the whole stream
         self.pending = 0  # samples received since the last decode
         self.quiet_frames = 0
         self.heard_speech = False
@@ -186,6 +196,8 @@ class StreamingSession:
 
     def feed(self, chunk, sample_rate: int) -> StreamState:
         """Add a chunk ((samples,) or (samples, channels), int or float, any rate); returns the state."""
+        if np.asarray(chunk).size == 0:
+            return self.state
         wave = to_mono_16k(chunk, sample_rate, name="microphone chunk", whole=False)
         self.state.seconds += wave.size / SAMPLE_RATE
         self._track_pauses(wave)
@@ -204,13 +216,17 @@ class StreamingSession:
             self._close(self.buffer.size)
         return self.state
 
+    def _is_speech(self, levels: np.ndarray) -> np.ndarray:
+        return levels > max((self.noise_floor or 0.0) * 4, 3e-3)
+
     def _track_pauses(self, wave: np.ndarray) -> None:
-        hop = SAMPLE_RATE // 100
-        for frame in wave[:wave.size // hop * hop].reshape(-1, hop):
-            level = float(np.sqrt(np.mean(np.square(frame))) + 1e-7)
-            floor = self.noise_floor = level if self.noise_floor is None else min(max(self.noise_floor, 1e-5) * 1.002, level) \
-                if level < self.noise_floor * 3 else self.noise_floor * 1.002
-            if level > max(floor * 4, 3e-3):
+        """Follow the noise floor (it falls at once and rises slowly) and count quiet frames."""
+        for level in frame_levels(wave):
+            if self.noise_floor is None or level < self.noise_floor:
+                self.noise_floor = max(float(level), 1e-5)
+            else:
+                self.noise_floor *= 1.002
+            if self._is_speech(level):
                 self.heard_speech, self.quiet_frames = True, 0
             else:
                 self.quiet_frames += 1
@@ -223,22 +239,34 @@ class StreamingSession:
             return segment_bounds(self.buffer, self.max_segment_seconds - 0.5)[0][1]
         return None
 
-    def _decode(self, wave: np.ndarray) -> Result | None:
-        if wave.size < 0.1 * SAMPLE_RATE or np.abs(wave).max() < 1e-4:
+    def _speech_span(self, wave: np.ndarray) -> tuple[int, int] | None:
+        """Sample span of the speech in `wave` with TRIM_MARGIN_SECONDS of quiet on either side."""
+        hop, margin = SAMPLE_RATE // 100, int(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
+        speech = np.flatnonzero(self._is_speech(frame_levels(wave)))
+        if speech.size == 0:
             return None
+        start, end = max(0, speech[0] * hop - margin), min(wave.size, (speech[-1] + 1) * hop + margin)
+        return (start, end) if end - start >= 0.1 * SAMPLE_RATE else None
+
+    def _decode(self, wave: np.ndarray, span: tuple[int, int] | None) -> Result | None:
+        if span is None:
+            return None
+        wave = wave[span[0]:span[1]]
         return self.t.decode(self.t.emissions(wave), wave.size / SAMPLE_RATE)
 
     def _decode_open(self) -> None:
         self.pending = 0
-        result = self._decode(self.buffer)
+        result = self._decode(self.buffer, self._speech_span(self.buffer))
         self.state.open_greedy, self.state.open_lm = (result.greedy, result.lm) if result else ("", "")
 
     def _close(self, cut: int) -> None:
-        result = self._decode(self.buffer[:cut]) if self.heard_speech else None
+        span = self._speech_span(self.buffer[:cut]) if self.heard_speech else None
+        result = self._decode(self.buffer, span)
         if result is not None and (result.greedy or result.lm):
             self.state.final_greedy.append(result.greedy)
             self.state.final_lm.append(result.lm)
-        self.buffer = self.buffer[cut:]
+            self.state.segments.append(tuple((self.buffer_start + i) / SAMPLE_RATE for i in span))
+        self.buffer, self.buffer_start = self.buffer[cut:], self.buffer_start + cut
         self.state.open_greedy = self.state.open_lm = ""
         self.heard_speech, self.quiet_frames, self.pending = False, 0, 0
         if self.buffer.size:

@@ -72,15 +72,18 @@ def book_files(text_dir) -> list[Path]:
     return sorted(text_dir.glob("*.txt.xz")) + sorted(text_dir.glob("gutenberg/*.txt"))
 
 
-def corpus(books, manifests):
-    """Yield the LM training text, one normalised sentence per line."""
+def corpus(books, manifests, manifest_repeat=1):
+    """Yield the LM training text, one normalised sentence per line; the manifests' transcripts
+    `manifest_repeat` times, so that in-domain n-grams (spelled letters, digits) survive pruning."""
     for path in books:
         with (lzma.open if path.suffix == ".xz" else open)(path, "rt", encoding="utf-8") as f:
             for paragraph in paragraphs(f):
                 yield from sentences(paragraph)
     for path in manifests:
-        with open(path, encoding="utf-8") as f:
-            yield from filter(None, (normalize_text(json.loads(line)["text"]) for line in f if line.strip()))
+        with open(Path(path).expanduser(), encoding="utf-8") as f:
+            transcripts = [normalize_text(json.loads(line)["text"]) for line in f if line.strip()]
+        for _ in range(manifest_repeat):
+            yield from filter(None, transcripts)
 
 
 def _missing_apt_packages() -> list[str]:
@@ -140,7 +143,7 @@ def pruning(prune: str, order: int, more: int = 0) -> str:
 
 
 def build(out_dir, text_dir="../shared/data/text", manifests=(), order=4, prune="0 1 1 2", max_mb=30.0,
-          memory="30%", bin_dir=None) -> dict:
+          memory="30%", bin_dir=None, manifest_repeat=1) -> dict:
     """Build out_dir/lm.bin, unigrams.txt and lm.json; raise the pruning until lm.bin fits max_mb."""
     bin_dir, prune = Path(bin_dir) if bin_dir else kenlm_binaries(), pruning(prune, order)
     out_dir = Path(out_dir)
@@ -149,7 +152,7 @@ def build(out_dir, text_dir="../shared/data/text", manifests=(), order=4, prune=
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".work-") as tmp:
         text, arpa, n_sentences, n_words = Path(tmp) / "corpus.txt", Path(tmp) / "lm.arpa", 0, 0
         with open(text, "w", encoding="utf-8") as f:
-            for sentence in corpus(books, manifests):
+            for sentence in corpus(books, manifests, manifest_repeat):
                 f.write(sentence + "\n")
                 n_sentences, n_words = n_sentences + 1, n_words + sentence.count(" ") + 1
         print(f"{n_sentences:,} sentences, {n_words:,} words from {len(books)} book files and "
@@ -174,7 +177,7 @@ def build(out_dir, text_dir="../shared/data/text", manifests=(), order=4, prune=
                 beam_width=defaults.beam_width, order=order, prune=prune, size_mb=round(size_mb, 1),
                 vocabulary=len(words), sentences=n_sentences, words=n_words,
                 sources=[p.name for p in books] + [Path(m).name for m in manifests],
-                build_seconds=round(time.time() - start))
+                manifest_repeat=manifest_repeat, build_seconds=round(time.time() - start))
     (out_dir / "lm.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
 
@@ -226,6 +229,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=str(Path.home() / ".cache" / "ds2" / "lm"))
     p.add_argument("--text", default="../shared/data/text", help="folder with books-*.txt.xz and gutenberg/")
     p.add_argument("--manifest", action="append", default=[], help="add this manifest's transcripts (never test!)")
+    p.add_argument("--manifest-repeat", type=int, default=1, help="repeat the manifests' transcripts N times")
     p.add_argument("--order", type=int, default=4)
     p.add_argument("--prune", default="0 1 1 2", help="lmplz --prune count thresholds per order")
     p.add_argument("--max-mb", type=float, default=30.0)
@@ -239,7 +243,8 @@ def main(argv=None) -> None:
     p.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args(argv)
     if args.command == "build":
-        info = build(args.out, args.text, args.manifest, args.order, args.prune, args.max_mb, args.memory)
+        info = build(args.out, args.text, args.manifest, args.order, args.prune, args.max_mb, args.memory,
+                     manifest_repeat=args.manifest_repeat)
         print(json.dumps(info, indent=2))
     else:
         alpha, beta, table = tune(load_emissions(args.emissions), args.lm_dir, args.alphas, args.betas,

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import TINY_MANIFEST
+from ds2.data import read_manifest
+from ds2.text import wer_cer
+from ds2.transcriber import Transcriber
+
+ENTRIES = read_manifest(TINY_MANIFEST)
+
+
+@pytest.fixture(scope="module")
+def transcriber(tiny_model_dir):
+    return Transcriber(tiny_model_dir, lm=None)
+
+
+def _speech_with_pauses(indices, pause=0.8, rate=16000):
+    """Fixture utterances separated by pauses of faint noise (a microphone is never digitally silent)."""
+    rng = np.random.default_rng(0)
+    quiet = lambda: (rng.standard_normal(int(pause * rate)) * 1e-4).astype(np.float32)
+    parts = []
+    for i in indices:
+        wave, _ = sf.read(ENTRIES[i]["audio"], dtype="float32")
+        parts += [quiet(), wave]
+    return np.concatenate(parts + [quiet()])
+
+
+def _as_browser_chunks(wave16k, seconds=0.5):
+    """48 kHz int16 stereo chunks, as Gradio's microphone stream delivers them."""
+    wave48k = np.repeat(wave16k, 3)
+    stereo = (np.stack([wave48k, wave48k], axis=1) * 32767).astype(np.int16)
+    step = int(seconds * 48000)
+    return [stereo[i:i + step] for i in range(0, len(stereo), step)]
+
+
+def test_stream_segments_at_pauses_and_matches_whole_utterances(transcriber):
+    indices = [2, 3, 5]
+    audio = _speech_with_pauses(indices)
+    session = transcriber.stream()
+    partials = [session.feed(chunk, 48000).greedy for chunk in _as_browser_chunks(audio)]
+    state = session.finish()
+    # One final segment per utterance, each holding all of that utterance's audio ...
+    assert len(state.segments) == 3
+    start = 0.8
+    for (seg_start, seg_end), i in zip(state.segments, indices):
+        assert seg_start <= start + 0.3 and seg_end >= start + ENTRIES[i]["duration"] - 0.15
+        start += ENTRIES[i]["duration"] + 0.8
+    # ... decoded exactly as the whole-file path decodes the same samples ...
+    for (seg_start, seg_end), text in zip(state.segments, state.final_greedy):
+        piece = audio[round(seg_start * 16000):round(seg_end * 16000)]
+        assert transcriber.transcribe(piece, 16000).greedy == text
+    # ... close to the references (the tiny model is brittle to where a clip starts) ...
+    assert wer_cer([(ENTRIES[i]["text"], t) for i, t in zip(indices, state.final_greedy)])[1] < 0.25
+    assert state.greedy == " ".join(state.final_greedy)
+    assert any(p and p != state.greedy for p in partials)  # text appeared before the end
+
+
+def test_new_session_starts_clean(transcriber):
+    first = transcriber.stream()
+    for chunk in _as_browser_chunks(_speech_with_pauses([0])):
+        first.feed(chunk, 48000)
+    second = transcriber.stream()
+    assert second.state.greedy == "" and first.finish().greedy
+
+
+def test_open_segment_stays_bounded_in_a_long_monologue(transcriber):
+    """Without pauses the open segment is still cut, so each update's work stays bounded."""
+    rng = np.random.default_rng(0)
+    session = transcriber.stream(max_segment_seconds=6.0)
+    longest = 0
+    for _ in range(80):  # 40 s of continuous noise-like 'speech'
+        session.feed((rng.standard_normal(8000) * 0.1).astype(np.float32), 16000)
+        longest = max(longest, session.buffer.size)
+    assert longest <= 6.5 * 16000
+
+
+def test_silence_and_tiny_chunks_are_harmless(transcriber):
+    session = transcriber.stream()
+    for chunk in [np.zeros(0, np.int16), np.zeros(10, np.int16), np.zeros(48000, np.int16)]:
+        assert session.feed(chunk, 48000).greedy == ""
+    assert session.finish().greedy == ""
