@@ -83,3 +83,14 @@ def test_lr_schedule_warms_up_then_decays():
     values = [lr_factor(s, 10, 100, 0.02) for s in range(100)]
     assert values[0] == 0.1 and values[9] == 1.0 and values[-1] < 0.05
     assert all(a >= b for a, b in zip(values[9:], values[10:]))
+
+
+@pytest.mark.slow
+def test_large_config_trains_a_few_steps_on_cpu(tmp_path):
+    """The paper-sized recipe, shapes and loop included, on tiny batches: proves it runs end to end."""
+    cfg = TrainConfig.load(ROOT / "train" / "configs" / "large.toml", [
+        f"train={TINY_MANIFEST}", "dev=''", f"out_dir={tmp_path}", "max_steps=2", "max_batch_seconds=2.5",
+        "num_workers=0", "warmup_steps=1"])
+    model, state = train(cfg)
+    assert state["step"] == 2 and state["skipped_batches"] == 0
+    assert len(model.rnns) == 7 and model.config.n_feats == 161

@@ -115,3 +115,16 @@ def test_cli_without_bundled_model_says_so(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ds2", "transcribe", ENTRIES[0]["audio"], "--model", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2 and "missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fp16_export_loads_as_fp32_with_close_outputs(tiny_model_dir, tmp_path):
+    import torch
+    from train.export import export
+    export(tiny_model_dir, tmp_path / "half")
+    assert (tmp_path / "half" / "model.safetensors").stat().st_size < 0.6 * (tiny_model_dir / "model.safetensors").stat().st_size
+    full, _, _ = load_model(tiny_model_dir)
+    half, _, meta = load_model(tmp_path / "half")
+    assert meta["weights_dtype"] == "float16" and next(half.parameters()).dtype == torch.float32
+    x, lengths = torch.randn(1, 120, 40), torch.tensor([120])
+    with torch.no_grad():
+        torch.testing.assert_close(full(x, lengths)[0], half(x, lengths)[0], atol=0.05, rtol=0.01)
