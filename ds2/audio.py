@@ -16,6 +16,7 @@ import torchaudio.functional as AF
 SAMPLE_RATE = 16000  # Hz: what every model here is trained on
 MIN_SECONDS = 0.05  # shorter than one conv receptive field is not speech
 SILENCE_PEAK = 1e-4  # a peak below this (about -80 dBFS) is digital silence
+MAX_FLOAT_PEAK = 1e5  # float samples belong in [-1, 1]; far beyond, they are not audio
 
 
 class AudioError(ValueError):
@@ -75,6 +76,8 @@ def to_mono_16k(samples, sample_rate: int, *, max_seconds: float | None = None, 
         raise AudioError(f"{name}: contains no samples")
     if not np.isfinite(x).all():
         raise AudioError(f"{name}: contains NaN or infinite samples")
+    if np.abs(x).max(initial=0) > MAX_FLOAT_PEAK:
+        raise AudioError(f"{name}: sample values up to {np.abs(x).max():.3g} are not audio (expected -1..1)")
     seconds = x.size / sample_rate
     if whole and seconds < MIN_SECONDS:
         raise AudioError(f"{name}: {seconds * 1000:.0f} ms is too short to hold speech (minimum {MIN_SECONDS * 1000:.0f} ms)")

@@ -33,7 +33,7 @@ TRIM_MARGIN_SECONDS = 0.2  # quiet kept around the speech of a streamed segment
 @dataclass(frozen=True)
 class Result:
     greedy: str  # best path, repeats and blanks removed
-    lm: str  # beam search rescored by the n-gram LM (or plain beam search when no LM is loaded)
+    lm: str  # beam search rescored by the n-gram LM (plain beam search when no LM is loaded; "" if skipped)
     greedy_words: tuple[Word, ...]
     words: tuple[Word, ...]  # the LM transcript's words with times (s) and confidences
     duration: float  # seconds of audio
@@ -69,11 +69,12 @@ class Transcriber:
             self.beam = BeamDecoder.from_dir(self.lm_dir)
 
     # --- whole recordings ---
-    def transcribe(self, audio, sample_rate: int | None = None, *, progress=None, name: str | None = None) -> Result:
+    def transcribe(self, audio, sample_rate: int | None = None, *, progress=None, name: str | None = None,
+                   beam: bool = True) -> Result:
         """Transcribe a path, bytes or array ((samples,) or (samples, channels); `sample_rate` needed).
 
         Raises AudioError for audio that cannot be transcribed. `progress(done, total)` is called
-        as segments finish.
+        as segments finish. `beam=False` skips the beam search (greedy only; `lm` is "").
         """
         tic = time.perf_counter()
         if isinstance(audio, np.ndarray):
@@ -84,7 +85,7 @@ class Transcriber:
             wave = load_audio(audio, max_seconds=MAX_SECONDS, name=name)
         timings = {"load": time.perf_counter() - tic}
         emissions = self.emissions(wave, progress=progress, timings=timings)
-        return self.decode(emissions, wave.size / SAMPLE_RATE, timings)
+        return self.decode(emissions, wave.size / SAMPLE_RATE, timings, beam=beam)
 
     def emissions(self, wave: np.ndarray, progress=None, timings: dict | None = None) -> np.ndarray:
         """(samples,) 16 kHz waveform -> (frames, symbols) log-probs, long audio in segments."""
@@ -112,7 +113,8 @@ class Transcriber:
         timings["model"] = timings.get("model", 0.0) + time.perf_counter() - tic
         return [lp[:n] for lp, n in zip(log_probs, out_lengths.tolist())]
 
-    def decode(self, emissions: np.ndarray, duration: float, timings: dict | None = None, **beam_options) -> Result:
+    def decode(self, emissions: np.ndarray, duration: float, timings: dict | None = None, beam: bool = True,
+               **beam_options) -> Result:
         """Greedy and beam (+LM) decoding of cached emissions; `beam_options` override alpha,
         beta, beam_width or hotwords without re-running the network."""
         timings = dict(timings or {})
@@ -120,9 +122,9 @@ class Transcriber:
         greedy = greedy_decode(emissions, self.frame_seconds)
         timings["greedy"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        beam = self.beam.decode(emissions, self.frame_seconds, **beam_options) if len(emissions) else Decoded("", ())
+        best = self.beam.decode(emissions, self.frame_seconds, **beam_options) if beam and len(emissions) else Decoded("", ())
         timings["lm"] = time.perf_counter() - tic
-        return Result(greedy.text, beam.text, greedy.words, beam.words, duration, emissions, self.frame_seconds, timings)
+        return Result(greedy.text, best.text, greedy.words, best.words, duration, emissions, self.frame_seconds, timings)
 
     def stream(self, **options) -> "StreamingSession":
         """A new live session; see StreamingSession for the options."""
