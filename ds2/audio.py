@@ -64,6 +64,8 @@ def to_mono_16k(samples, sample_rate: int, *, max_seconds: float | None = None, 
         raise AudioError(f"{name}: expected a 1-D or 2-D numeric array, got {x.dtype} with shape {x.shape}")
     if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 384000:
         raise AudioError(f"{name}: sample rate {sample_rate!r} is not a plausible audio rate")
+    if x.size == 0:
+        raise AudioError(f"{name}: contains no samples")
     if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 8:
         x = x.T  # (channels, samples) -> (samples, channels)
     if x.dtype.kind in "iu":
@@ -72,8 +74,6 @@ def to_mono_16k(samples, sample_rate: int, *, max_seconds: float | None = None, 
     x = x.astype(np.float32, copy=False)
     if x.ndim == 2:
         x = x.mean(axis=1)
-    if x.size == 0:
-        raise AudioError(f"{name}: contains no samples")
     if not np.isfinite(x).all():
         raise AudioError(f"{name}: contains NaN or infinite samples")
     if np.abs(x).max(initial=0) > MAX_FLOAT_PEAK:

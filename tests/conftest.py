@@ -27,3 +27,27 @@ def tiny_config(out_dir, steps: int, **overrides):
                     specaugment=False, max_batch_seconds=30, checkpoint_every=10_000, threads=1)
     settings.update(overrides)
     return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def samples_dir(tmp_path_factory) -> Path:
+    """A folder laid out like assets/samples: four fixture clips and their samples.jsonl."""
+    import json
+    import shutil
+    folder = tmp_path_factory.mktemp("samples")
+    entries = [json.loads(line) for line in TINY_MANIFEST.read_text().splitlines()]
+    with open(folder / "samples.jsonl", "w") as f:
+        for entry in (entries[i] for i in (0, 2, 3, 8)):
+            shutil.copy(TINY_MANIFEST.parent / entry["audio"], folder / entry["audio"])
+            f.write(json.dumps({**entry, "source": "synthetic, tests/fixtures/tiny"}) + "\n")
+    return folder
+
+
+def padded_clip(audio, pad_seconds: float = 0.3):
+    """A fixture clip with `pad_seconds` of its own background noise on each side -> (wave, rate):
+    a pause that a streaming session cuts at, without digital silence the tiny model never heard."""
+    import numpy as np
+    import soundfile as sf
+    wave, rate = sf.read(audio, dtype="float32")
+    pad = np.resize(wave[:int(0.2 * rate)], int(pad_seconds * rate))  # the clip's quiet lead-in
+    return np.concatenate([pad, wave, pad]), rate
