@@ -365,7 +365,7 @@ def build_app(transcriber: Transcriber, samples_dir=SAMPLES):
         teaching = [figure, steps, beams, changes]
         file_outputs = [greedy, lm, message, greedy_words, lm_words, downloads, lesson, *teaching]
         file_inputs = [audio_file, reference, alpha, beta, width]
-        button.click(on_file, file_inputs, file_outputs)
+        button.click(on_file, file_inputs, file_outputs, api_name="transcribe")  # the file endpoint for clients
         for event in (audio_file.upload, audio_file.stop_recording):
             event(lambda: "", None, reference).then(on_file, file_inputs, file_outputs)
         if examples:

@@ -1,4 +1,10 @@
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -51,3 +57,41 @@ def padded_clip(audio, pad_seconds: float = 0.3):
     wave, rate = sf.read(audio, dtype="float32")
     pad = np.resize(wave[:int(0.2 * rate)], int(pad_seconds * rate))  # the clip's quiet lead-in
     return np.concatenate([pad, wave, pad]), rate
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def demo_server(model_dir, samples_dir, workdir: Path, start_timeout_s: float = 90):
+    """demo.py (LM none) in a subprocess on a free 127.0.0.1 port, with its log (workdir/demo.log) and
+    Gradio cache in `workdir`; yields (url, process) once the page answers, and stops it afterwards."""
+    port, log = free_port(), workdir / "demo.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "GRADIO_TEMP_DIR": str(workdir / "gradio")}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "demo.py", "--model", str(model_dir), "--lm", "none",
+                                 "--samples", str(samples_dir), "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + start_timeout_s
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"demo.py did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -3,10 +3,6 @@
 
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from conftest import ROOT, TINY_MANIFEST, padded_clip
+from conftest import ROOT, TINY_MANIFEST, demo_server, padded_clip
 from ds2.data import read_manifest
 from ds2.text import wer_cer
 
@@ -30,12 +26,6 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def samples(samples_dir):
     return {s["text"]: s for s in read_manifest(samples_dir / "samples.jsonl")}
@@ -44,26 +34,8 @@ def samples(samples_dir):
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, samples_dir, tmp_path_factory):
     """demo.py on a free port; yields its URL."""
-    port, log = free_port(), tmp_path_factory.mktemp("server") / "demo.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "demo.py", "--model", str(tiny_model_dir), "--lm", "none",
-                                 "--samples", str(samples_dir), "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"demo.py did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with demo_server(tiny_model_dir, samples_dir, tmp_path_factory.mktemp("server")) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
