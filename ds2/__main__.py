@@ -7,14 +7,13 @@
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
 
 from .audio import AudioError
 from .checkpoint import CheckpointError
 from .data import read_manifest
-from .text import wer_cer
+from .evaluation import evaluate as evaluate_entries
 
 
 def _transcriber(args):
@@ -47,38 +46,19 @@ def transcribe(args) -> int:
 
 
 def evaluate(args) -> int:
-    transcriber = _transcriber(args)
-    entries = read_manifest(args.manifest)
-    greedy, lm, arrays, audio_seconds = [], [], {}, 0.0
-    tic = time.perf_counter()
-    for i, entry in enumerate(entries):
-        try:
-            r = transcriber.transcribe(entry["audio"], beam=not args.greedy_only)
-        except AudioError as e:
-            print(f"skipped: {e}", file=sys.stderr)
-            continue
-        greedy.append((entry["text"], r.greedy))
-        lm.append((entry["text"], r.lm))
-        audio_seconds += r.duration
-        if args.save_emissions:
-            arrays[f"lp_{len(arrays)}"] = r.emissions
-        if args.verbose:
-            print(f"{entry['audio']}\n  ref:    {entry['text']}\n  greedy: {r.greedy}\n  lm:     {r.lm}")
-    elapsed = time.perf_counter() - tic
+    report = evaluate_entries(_transcriber(args), read_manifest(args.manifest), beam=not args.greedy_only,
+                              keep_emissions=bool(args.save_emissions), verbose=args.verbose)
     if args.save_emissions:
-        np.savez_compressed(args.save_emissions, refs=np.array([ref for ref, _ in greedy]), **arrays)
-    report = {"manifest": args.manifest, "utterances": len(greedy), "audio_hours": round(audio_seconds / 3600, 4),
-              "skipped": len(entries) - len(greedy), "rtf": round(elapsed / max(audio_seconds, 1e-9), 4)}
-    for name, pairs in (("greedy", greedy), ("lm", lm))[:1 if args.greedy_only else 2]:
-        wer, cer = wer_cer(pairs)
-        report[f"{name}_wer"], report[f"{name}_cer"] = round(wer, 4), round(cer, 4)
+        arrays = {f"lp_{i}": e for i, e in enumerate(report.pop("emissions"))}
+        np.savez_compressed(args.save_emissions, refs=np.array(report.pop("refs")), **arrays)
+    report = {"manifest": args.manifest, **report}
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{args.manifest}: {report['utterances']} utterances, {audio_seconds / 60:.1f} min, RTF {report['rtf']:.3f}")
-        print(f"  greedy  WER {report['greedy_wer']:.2%}  CER {report['greedy_cer']:.2%}")
-        if not args.greedy_only:
-            print(f"  lm      WER {report['lm_wer']:.2%}  CER {report['lm_cer']:.2%}")
+        print(f"{args.manifest}: {report['utterances']} utterances, {report['audio_hours'] * 60:.1f} min, "
+              f"RTF {report['rtf']:.3f}")
+        for name in ("greedy", "lm")[:1 if args.greedy_only else 2]:
+            print(f"  {name:<6}  WER {report[f'{name}_wer']:.2%}  CER {report[f'{name}_cer']:.2%}")
     return 0
 
 
