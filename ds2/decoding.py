@@ -6,8 +6,10 @@ ranks them as the DS2 paper does:  log P_ctc(y|x) + alpha * log P_lm(y) + beta *
 Without kenlm or an LM file it still runs a beam search, on the acoustic scores alone, and warns.
 """
 
+import contextlib
 import importlib.util
 import json
+import logging
 import threading
 import warnings
 from dataclasses import dataclass, fields
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from pyctcdecode import build_ctcdecoder
+from pyctcdecode.language_model import _prepare_unigram_set
 
 from .text import ALPHABET, BLANK_ID, SPACE_ID, encode, normalize_text
 
@@ -97,6 +100,31 @@ def greedy_decode(log_probs: np.ndarray, frame_seconds: float, time_offset: floa
     return Decoded(" ".join(w.word for w in words), words)
 
 
+class _Prefixes:
+    """Stands in for pyctcdecode's pygtrie.CharTrie of the vocabulary, of which its LanguageModel
+    only asks has_node(prefix) (pyctcdecode 0.5, pinned). A set of every prefix builds in 0.3 s
+    instead of 2.4 s for 190k words, searches faster, and needs no slow teardown at exit."""
+
+    def __init__(self, words):
+        self.prefixes = {w[:i] for w in words for i in range(len(w) + 1)}
+
+    def has_node(self, prefix: str) -> int:
+        return int(prefix in self.prefixes)
+
+
+@contextlib.contextmanager
+def _quiet_pyctcdecode(quiet: bool):
+    """Silence pyctcdecode's warning about a small vocabulary while the real one is set after."""
+    logger = logging.getLogger("pyctcdecode")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class BeamDecoder:
     """CTC prefix beam search with an optional KenLM n-gram model (pyctcdecode).
 
@@ -113,9 +141,16 @@ class BeamDecoder:
         if not self.has_lm:
             why = "kenlm is not installed (pip install kenlm)" if lm_path else "no LM file was given"
             warnings.warn(f"beam search runs without a language model: {why}", stacklevel=2)
-        self._decoder = build_ctcdecoder(LABELS, str(lm_path) if self.has_lm else None, unigrams,
-                                         alpha=float(params.alpha), beta=float(params.beta),
-                                         unk_score_offset=float(params.unk_score_offset))
+        fast_vocabulary = self.has_lm and unigrams is not None
+        with _quiet_pyctcdecode(fast_vocabulary):
+            self._decoder = build_ctcdecoder(LABELS, str(lm_path) if self.has_lm else None,
+                                             unigrams[:1000] if fast_vocabulary else unigrams,
+                                             alpha=float(params.alpha), beta=float(params.beta),
+                                             unk_score_offset=float(params.unk_score_offset))
+        if fast_vocabulary:
+            lm = self._decoder._language_model
+            lm._unigram_set = _prepare_unigram_set(unigrams, lm._kenlm_model)
+            lm._char_trie = _Prefixes(lm._unigram_set)
         self._lock = threading.Lock()  # alpha and beta live on the shared LM object
 
     @classmethod

@@ -181,12 +181,14 @@ class StreamingSession:
     open segment, re-decodes it on every `feed`, and closes it at a pause (a run of quiet 10 ms
     frames at least `pause_seconds` long) or when it reaches `max_segment_seconds`. Closed
     segments are never decoded again, so an update costs the same at minute 5 as at second 5.
+    Partial LM text uses a narrower beam; a closed segment gets the full one.
     """
 
-    def __init__(self, transcriber: Transcriber, pause_seconds: float = 0.4, max_segment_seconds: float = 12.0,
-                 min_update_seconds: float = 0.25):
+    def __init__(self, transcriber: Transcriber, pause_seconds: float = 0.4, max_segment_seconds: float = 6.0,
+                 min_update_seconds: float = 0.25, partial_beam_width: int = 16):
         self.t = transcriber
         self.pause_seconds, self.max_segment_seconds = pause_seconds, max_segment_seconds
+        self.partial_beam_width = partial_beam_width  # the open segment's LM text: a narrower, faster beam
         self.min_update_seconds = min_update_seconds
         self.state = StreamState()
         self.buffer = np.zeros(0, np.float32)  # the open segment, 16 kHz
@@ -250,15 +252,15 @@ class StreamingSession:
         start, end = max(0, speech[0] * hop - margin), min(wave.size, (speech[-1] + 1) * hop + margin)
         return (start, end) if end - start >= 0.1 * SAMPLE_RATE else None
 
-    def _decode(self, wave: np.ndarray, span: tuple[int, int] | None) -> Result | None:
+    def _decode(self, wave: np.ndarray, span: tuple[int, int] | None, **beam_options) -> Result | None:
         if span is None:
             return None
         wave = wave[span[0]:span[1]]
-        return self.t.decode(self.t.emissions(wave), wave.size / SAMPLE_RATE)
+        return self.t.decode(self.t.emissions(wave), wave.size / SAMPLE_RATE, **beam_options)
 
     def _decode_open(self) -> None:
         self.pending = 0
-        result = self._decode(self.buffer, self._speech_span(self.buffer))
+        result = self._decode(self.buffer, self._speech_span(self.buffer), beam_width=self.partial_beam_width)
         self.state.open_greedy, self.state.open_lm = (result.greedy, result.lm) if result else ("", "")
 
     def _close(self, cut: int) -> None:
@@ -270,6 +272,5 @@ class StreamingSession:
             self.state.segments.append(tuple((self.buffer_start + i) / SAMPLE_RATE for i in span))
         self.buffer, self.buffer_start = self.buffer[cut:], self.buffer_start + cut
         self.state.open_greedy = self.state.open_lm = ""
-        self.heard_speech, self.quiet_frames, self.pending = False, 0, 0
-        if self.buffer.size:
-            self._decode_open()
+        # What follows the cut is decoded by the next update, not now: one decode per update.
+        self.heard_speech, self.quiet_frames, self.pending = False, 0, self.buffer.size

@@ -223,3 +223,13 @@ def test_build_runs_lmplz_on_a_tiny_corpus(kenlm_bin, tiny_text, tmp_path):
 def test_build_gives_up_when_no_pruning_fits(kenlm_bin, tiny_text, tmp_path):
     with pytest.raises(RuntimeError, match="pruning steps"):
         recipe.build(tmp_path / "lm", tiny_text, order=3, max_mb=1e-4, memory="100M", bin_dir=kenlm_bin)
+
+
+def test_given_vocabulary_decodes_like_pyctcdecodes_own_trie(arpa):
+    """The prefix set that replaces pyctcdecode's CharTrie gives the same beams."""
+    vocabulary = ["the", "cat", "sat", "mat", "on"]
+    ours, theirs = BeamDecoder(arpa, vocabulary), BeamDecoder(arpa)  # theirs: the trie, words from the ARPA
+    rng = np.random.default_rng(0)
+    for lp in [AMBIGUOUS, *(np.log(rng.dirichlet(np.ones(len(ALPHABET)) * 0.3, 40)).astype(np.float32) for _ in range(5))]:
+        assert [(b.text, round(b.total_score, 4)) for b in ours.beams(lp, 5, alpha=0.5)] == \
+               [(b.text, round(b.total_score, 4)) for b in theirs.beams(lp, 5, alpha=0.5)]
