@@ -147,8 +147,9 @@ def pocketsphinx(entries: list[dict], repeats: int, threads: int) -> dict:
         wall, lines = run_process(["-c", SPHINX_SCRIPT, *(e["audio"] for e in entries)], threads)
         walls.append(wall / audio)
         computes.append(sum(r["seconds"] for r in lines) / audio)
+    wer, cer = wer_cer([(e["text"], r["text"]) for e, r in zip(entries, lines)])
     return {"status": "ok", "version": version("pocketsphinx"), "rtf": spread(computes),
-            "rtf_process": spread(walls), "wer": wer_cer([(e["text"], r["text"]) for e, r in zip(entries, lines)])[0]}
+            "rtf_process": spread(walls), "wer": wer, "cer": cer}
 
 
 @torch.inference_mode()
