@@ -71,13 +71,13 @@ def to_mono_16k(samples, sample_rate: int, *, max_seconds: float | None = None, 
     if x.dtype.kind in "iu":
         info = np.iinfo(x.dtype)
         x = (x.astype(np.float64) - (info.max + info.min + 1) / 2) / (info.max + 1 - (info.max + info.min + 1) / 2)
+    if not np.isfinite(x).all():
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    if np.abs(x).max() > MAX_FLOAT_PEAK:  # checked before float32, which such values would overflow
+        raise AudioError(f"{name}: sample values up to {np.abs(x).max():.3g} are not audio (expected -1..1)")
     x = x.astype(np.float32, copy=False)
     if x.ndim == 2:
         x = x.mean(axis=1)
-    if not np.isfinite(x).all():
-        raise AudioError(f"{name}: contains NaN or infinite samples")
-    if np.abs(x).max(initial=0) > MAX_FLOAT_PEAK:
-        raise AudioError(f"{name}: sample values up to {np.abs(x).max():.3g} are not audio (expected -1..1)")
     seconds = x.size / sample_rate
     if whole and seconds < MIN_SECONDS:
         raise AudioError(f"{name}: {seconds * 1000:.0f} ms is too short to hold speech (minimum {MIN_SECONDS * 1000:.0f} ms)")
