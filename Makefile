@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages: sox/flite for synthetic audio, PortAudio for the terminal microphone, Chromium
-# for the browser tests, a C++ tool chain, cmake and boost to build KenLM's lmplz for the LM recipe.
+# Debian packages: sox and TTS voices (flite, espeak-ng, festival + festvox) for synthetic audio,
+# PortAudio for the terminal microphone, Chromium for the browser tests, a C++ tool chain, cmake and
+# boost to build KenLM's lmplz for the LM recipe.
 DEBIAN_PACKAGES := build-essential cmake libboost-program-options-dev libboost-system-dev \
 	libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev libportaudio2 sox flite \
-	chromium
+	espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
