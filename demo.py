@@ -16,6 +16,7 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -124,6 +125,8 @@ class Recording:
     session: StreamingSession
     tail: list = field(default_factory=list)
     received: int = 0  # samples since the start
+    # Gradio may run two chunks of one stream, or a chunk and the stop, in two worker threads at once.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def keep(self, wave: np.ndarray) -> None:
         self.tail.append(wave)
@@ -137,7 +140,8 @@ class Recording:
             return None
         tail = np.concatenate(self.tail)
         start, end = (round(s * SAMPLE_RATE) - (self.received - tail.size) for s in self.session.state.segments[-1])
-        return tail[max(start, 0):end]
+        speech = tail[max(start, 0):max(end, 0)]
+        return speech if speech.size else None
 
 
 def start_microphone(transcriber: Transcriber) -> tuple:
@@ -154,15 +158,20 @@ def feed_microphone(transcriber: Transcriber, recording: Recording | None, chunk
         wave = to_mono_16k(chunk[1], chunk[0], name="microphone chunk", whole=False) if has_audio else None
     except AudioError:  # an empty or broken chunk: skip it; the next one comes half a second later
         wave = None
-    if wave is not None:
-        recording.session.feed(wave, SAMPLE_RATE)
-        recording.keep(wave)
-    return recording, recording.session.state.greedy, recording.session.state.lm
+    with recording.lock:
+        if wave is not None:
+            recording.session.feed(wave, SAMPLE_RATE)
+            recording.keep(wave)
+        return recording, recording.session.state.greedy, recording.session.state.lm
 
 
 def finish_microphone(recording: Recording | None):
     """Close the open segment -> (greedy text, LM text, message)."""
-    state = recording.session.finish() if recording else None
+    if recording is None:
+        state = None
+    else:
+        with recording.lock:
+            state = recording.session.finish()
     if state is None or not (state.greedy or state.lm):
         return "", "", "Nothing was recognised: check that the microphone is on and speak a little louder."
     return state.greedy, state.lm, f"{state.seconds:.1f} s recorded."
@@ -187,8 +196,14 @@ def make_lesson(transcriber: Transcriber, wave: np.ndarray, result) -> Lesson:
 
 def recording_lesson(transcriber: Transcriber, recording: Recording | None) -> Lesson | None:
     """The last utterance of a finished recording, run through the network once more."""
-    wave = recording.last_utterance() if recording else None
-    return None if wave is None else Lesson(wave, transcriber.transcribe(wave, SAMPLE_RATE))
+    if recording is None:
+        return None
+    with recording.lock:
+        wave = recording.last_utterance()
+    try:
+        return None if wave is None else Lesson(wave, transcriber.transcribe(wave, SAMPLE_RATE))
+    except AudioError:  # a last utterance too short to transcribe on its own: nothing to explain
+        return None
 
 
 def collapse_steps(emissions: np.ndarray, frame_seconds: float) -> str:

@@ -196,6 +196,23 @@ def test_microphone_lesson_is_the_last_utterance(transcriber):
     assert figure is not None and steps.rstrip().endswith(lesson.result.greedy)
 
 
+def test_chunks_and_stop_arriving_in_parallel_threads_keep_the_recording_consistent(transcriber):
+    """Gradio can hand two chunks of one stream (or a chunk and the stop) to two worker threads."""
+    from concurrent.futures import ThreadPoolExecutor
+    wave, rate = padded_clip(SEVEN["audio"])
+    chunks = chunks_48k_stereo(np.tile(wave, 4), rate)
+    recording = demo.start_microphone(transcriber)[0]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda chunk: demo.feed_microphone(transcriber, recording, chunk), chunks))
+    demo.finish_microphone(recording)
+    session, received = recording.session, sum(c[1].shape[0] for c in chunks) // 3  # 48 kHz -> 16 kHz
+    assert recording.received == session.buffer_start + session.buffer.size == received
+    assert session.state.seconds == pytest.approx(received / 16000)
+    assert all(0 <= start < end <= session.state.seconds for start, end in session.state.segments)
+    lesson = demo.recording_lesson(transcriber, recording)
+    assert lesson is not None and lesson.result.greedy == session.state.final_greedy[-1]
+
+
 def test_long_file_reports_progress_and_teaches_its_first_30_seconds(transcriber, tmp_path):
     wave, rate = padded_clip(HELLO["audio"])
     path = tmp_path / "long.flac"
