@@ -24,15 +24,13 @@ def _transcriber(args):
 def transcribe(args) -> int:
     transcriber = _transcriber(args)
     failed = 0
-    for path in args.files:
-        try:
-            r = transcriber.transcribe(path, name=path)
-        except AudioError as e:
+    for path, r in transcriber.transcribe_many(args.files):
+        if isinstance(r, AudioError):
             failed += 1
             if args.json:
-                print(json.dumps({"path": path, "error": str(e)}), flush=True)
+                print(json.dumps({"path": path, "error": str(r)}), flush=True)
             else:
-                print(f"{path}: error: {e}", file=sys.stderr)
+                print(f"{path}: error: {r}", file=sys.stderr)
             continue
         if args.json:
             print(json.dumps({

@@ -17,11 +17,10 @@ def evaluate(transcriber, entries: list[dict], beam: bool = True, keep_emissions
     greedy_cer, [lm_wer, lm_cer], [emissions, refs]}; unreadable audio is skipped and counted."""
     greedy, lm, emissions, audio_seconds = [], [], [], 0.0
     tic = time.perf_counter()
-    for entry in entries:
-        try:
-            r = transcriber.transcribe(entry["audio"], beam=beam)
-        except AudioError as e:
-            print(f"skipped: {e}", file=sys.stderr)
+    results = (r for _, r in transcriber.transcribe_many([e["audio"] for e in entries], beam=beam))
+    for entry, r in zip(entries, results):
+        if isinstance(r, AudioError):
+            print(f"skipped: {r}", file=sys.stderr)
             continue
         greedy.append((entry["text"], r.greedy))
         lm.append((entry["text"], r.lm))

@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import load_resume_state, save_model, save_resume_state
+from .checkpoint import load_model, load_resume_state, save_model, save_resume_state
 from .data import Augment, BucketBatchSampler, SpeechDataset, collate, read_manifest
 from .decoding import greedy_decode
 from .features import FeatureConfig, FeatureExtractor, SpecAugment
@@ -43,6 +43,7 @@ class TrainConfig:
     out_dir: str = "~/.cache/ds2/runs/default"
     model: str = "small"  # named ModelConfig ...
     model_overrides: dict = field(default_factory=dict)  # ... with these fields changed
+    init: str = ""  # a model folder whose weights start a new run (fine-tuning); same model and features
     features: dict = field(default_factory=dict)  # FeatureConfig fields
     epochs: int = 30
     max_steps: int = 0  # stop after this many steps in all (0: no limit); for tests and smoke runs
@@ -152,7 +153,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     dev_set = SpeechDataset(read_manifest(cfg.dev), extractor, cache_audio=True) if cfg.dev and main_process else None
 
     # --- model, optimiser, schedule ---
-    model = DeepSpeech2(model_config(cfg.model, n_feats=features.n_feats, **cfg.model_overrides)).to(device)
+    model = DeepSpeech2(model_config(cfg.model, n_feats=features.n_feats, **cfg.model_overrides))
+    if cfg.init:
+        start, start_features, _ = load_model(Path(cfg.init).expanduser())
+        if start.config != model.config or start_features != features:
+            raise ValueError(f"init {cfg.init}: its model or features differ from this run's "
+                             f"({start.config} {start_features} vs {model.config} {features})")
+        model.load_state_dict(start.state_dict())
+    model = model.to(device)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model, [local_rank] if device.type == "cuda" else None) \
         if distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -35,6 +35,7 @@ def test_file_naive_and_quantised_rtf(transcriber, tiny_model_dir):
     assert files["files"] == 3 and files["audio_seconds"] == pytest.approx(sum(e["duration"] for e in ENTRIES[:3]))
     assert_spread(files["rtf_greedy"])
     assert_spread(files["rtf_lm"])
+    assert_spread(files["rtf_many"])
     assert 0 <= files["wer_greedy"] < 1.5 and 0 <= files["wer_lm"] < 1.5
     assert_spread(bench.naive_rtf(tiny_model_dir, ENTRIES[:3], repeats=1)["rtf_greedy"])
     model = transcriber.model

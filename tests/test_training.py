@@ -94,3 +94,14 @@ def test_large_config_trains_a_few_steps_on_cpu(tmp_path):
     model, state = train(cfg)
     assert state["step"] == 2 and state["skipped_batches"] == 0
     assert len(model.rnns) == 7 and model.config.n_feats == 161
+
+
+def test_init_starts_a_new_run_from_a_model_folder(tiny_model_dir, tmp_path):
+    from ds2.checkpoint import load_model
+    start, _, _ = load_model(tiny_model_dir)
+    model, state = train(tiny_config(tmp_path / "same", 1, init=str(tiny_model_dir), lr=0.0))
+    assert state["step"] == 1  # a new run (step 0 -> 1), its weights those of the folder (lr 0)
+    for (name, a), b in zip(start.named_parameters(), model.parameters()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="differ"):
+        train(tiny_config(tmp_path / "other", 1, init=str(tiny_model_dir), features={"n_mels": 64}))

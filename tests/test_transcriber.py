@@ -47,6 +47,19 @@ def test_array_input_at_any_rate_and_channels(transcriber):
         transcriber.transcribe(wave)
 
 
+def test_many_files_give_the_same_results_in_order_with_errors_in_place(transcriber, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all" * 10)
+    paths = [ENTRIES[0]["audio"], str(bad), ENTRIES[1]["audio"], ENTRIES[2]["audio"]]
+    results = list(transcriber.transcribe_many(paths, ahead=2))
+    assert [source for source, _ in results] == paths
+    assert isinstance(results[1][1], AudioError) and "bad.wav" in str(results[1][1])
+    for path, r in (results[0], results[2], results[3]):
+        alone = transcriber.transcribe(path)
+        assert (r.greedy, r.lm, r.words) == (alone.greedy, alone.lm, alone.words)
+        np.testing.assert_array_equal(r.emissions, alone.emissions)
+
+
 def test_save_load_gives_bit_identical_outputs(tiny_model_dir, tmp_path):
     import torch
     model, features, meta = load_model(tiny_model_dir)

@@ -3,6 +3,7 @@
     python -m train.lm build --out ~/.cache/ds2/lm                                  # books only
     python -m train.lm build --out DIR --manifest ~/.cache/ds2/data/train.jsonl     # + transcripts
     python -m train.lm tune --emissions dev-emissions.npz --lm-dir DIR
+    python -m train.lm beams --emissions dev-emissions.npz --lm-dir DIR
 
 `build` compiles KenLM's own `lmplz` and `build_binary` once from the kenlm sdist on PyPI (needs
 the Debian packages in APT_PACKAGES), normalises the books and the manifests' transcripts one
@@ -12,7 +13,8 @@ Pass training manifests only: an LM that has read the test transcripts makes tes
 
 `tune` grid-searches alpha (LM weight) and beta (word bonus) for corpus-level WER on dev-set
 emissions (an .npz with arrays lp_0, lp_1, ... of (T, V) log-probs and `refs`, their transcripts)
-and writes the best pair into lm.json.
+and writes the best pair into lm.json. `beams` then times beam widths and pyctcdecode's pruning
+thresholds at that alpha/beta and keeps the fastest setting within a WER tolerance of the best.
 """
 
 import argparse
@@ -192,7 +194,7 @@ def _grid_point(alpha_beta):
     return alpha, beta, wer_cer(zip((ref for _, ref in items), hyps))[0]
 
 
-def tune(items, lm_dir, alphas=(0.3, 0.5, 0.8, 1.2, 1.6), betas=(0.0, 1.0, 2.0, 3.0), beam_width=32, jobs=1):
+def tune(items, lm_dir, alphas=(0.3, 0.5, 0.8, 1.2, 1.6), betas=(0.0, 1.0, 2.0, 3.0), beam_width=64, jobs=1):
     """Grid-search alpha, beta for corpus WER on items [(log_probs (T, V), reference text)].
 
     Writes the best pair into lm_dir/lm.json and returns (alpha, beta, [(alpha, beta, wer), ...]).
@@ -214,6 +216,36 @@ def tune(items, lm_dir, alphas=(0.3, 0.5, 0.8, 1.2, 1.6), betas=(0.0, 1.0, 2.0, 
     config.update(alpha=alpha, beta=beta, tuned_wer=round(wer, 4), tuned_utterances=len(items))
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return alpha, beta, table
+
+
+def sweep_beams(items, lm_dir, widths=(8, 16, 24, 32, 48, 64), prune_logps=(-10.0, -6.0),
+                token_min_logps=(-5.0, -3.0), tolerance=0.003):
+    """Time beam search settings at the tuned alpha/beta on items [(log_probs, reference)].
+
+    Every (beam width, beam_prune_logp, token_min_logp) decodes all items in this process, one
+    after another, timed in CPU seconds. The fastest setting whose corpus WER is within `tolerance`
+    of the best one's is written into lm_dir/lm.json. Returns (chosen row, rows), each row a dict
+    with beam_width, beam_prune_logp, token_min_logp, wer and seconds.
+    """
+    from dataclasses import replace
+    items = list(items)
+    decoder = BeamDecoder.from_dir(lm_dir)
+    base, rows = decoder.params, []
+    for width, prune, token in itertools.product(widths, prune_logps, token_min_logps):
+        decoder.params = replace(base, beam_width=width, beam_prune_logp=prune, token_min_logp=token)
+        tic = time.process_time()
+        hyps = [decoder.decode(lp, 1.0).text for lp, _ in items]
+        seconds = time.process_time() - tic
+        wer = wer_cer(zip((ref for _, ref in items), hyps))[0]
+        rows.append(dict(beam_width=width, beam_prune_logp=prune, token_min_logp=token, wer=wer, seconds=seconds))
+    best = min(row["wer"] for row in rows)
+    chosen = min((row for row in rows if row["wer"] <= best + tolerance), key=lambda row: row["seconds"])
+    config_path = Path(lm_dir) / "lm.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update({k: chosen[k] for k in ("beam_width", "beam_prune_logp", "token_min_logp")},
+                  tuned_wer=round(chosen["wer"], 4))
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return chosen, rows
 
 
 def load_emissions(path) -> list[tuple[np.ndarray, str]]:
@@ -239,13 +271,28 @@ def main(argv=None) -> None:
     p.add_argument("--lm-dir", required=True)
     p.add_argument("--alphas", type=float, nargs="+", default=[0.3, 0.5, 0.8, 1.2, 1.6])
     p.add_argument("--betas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
-    p.add_argument("--beam-width", type=int, default=32)
+    p.add_argument("--beam-width", type=int, default=64, help="beam width for the alpha/beta grid")
     p.add_argument("--jobs", type=int, default=1)
+    p = sub.add_parser("beams", help="time beam widths and pruning at the tuned alpha/beta on dev emissions; "
+                                     "keep the fastest within --tolerance of the best WER")
+    p.add_argument("--emissions", required=True)
+    p.add_argument("--lm-dir", required=True)
+    p.add_argument("--widths", type=int, nargs="+", default=[8, 16, 24, 32, 48, 64])
+    p.add_argument("--prune-logps", type=float, nargs="+", default=[-10.0, -6.0])
+    p.add_argument("--token-min-logps", type=float, nargs="+", default=[-5.0, -3.0])
+    p.add_argument("--tolerance", type=float, default=0.003, help="WER (fraction) given up for speed, at most")
     args = parser.parse_args(argv)
     if args.command == "build":
         info = build(args.out, args.text, args.manifest, args.order, args.prune, args.max_mb, args.memory,
                      manifest_repeat=args.manifest_repeat)
         print(json.dumps(info, indent=2))
+    elif args.command == "beams":
+        chosen, rows = sweep_beams(load_emissions(args.emissions), args.lm_dir, args.widths, args.prune_logps,
+                                   args.token_min_logps, args.tolerance)
+        for r in rows:
+            print(f"beam {r['beam_width']:3d}  prune {r['beam_prune_logp']:5.1f}  token min {r['token_min_logp']:4.1f}"
+                  f"  WER {r['wer']:6.2%}  {r['seconds']:6.2f} s")
+        print(f"chosen: {json.dumps(chosen)}, written to {Path(args.lm_dir) / 'lm.json'}")
     else:
         alpha, beta, table = tune(load_emissions(args.emissions), args.lm_dir, args.alphas, args.betas,
                                   args.beam_width, args.jobs)
