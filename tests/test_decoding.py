@@ -162,6 +162,19 @@ def test_tune_picks_the_alpha_that_fixes_the_error(arpa, tmp_path):
     assert json.loads((tmp_path / "lm.json").read_text())["alpha"] == 1.0
 
 
+def test_beam_sweep_keeps_the_fastest_setting_within_the_tolerance(arpa, tmp_path):
+    (tmp_path / "lm.json").write_text(json.dumps({"lm": arpa.name, "unigrams": None, "alpha": 1.0}))
+    items = [(AMBIGUOUS, "the cat"), (emissions("tthe__ _mmat__"), "the mat")] * 20
+    chosen, rows = recipe.sweep_beams(items, tmp_path, widths=(1, 16), prune_logps=(-10.0,),
+                                      token_min_logps=(-5.0,), tolerance=1.0)
+    assert [(r["beam_width"], r["wer"]) for r in rows] == [(1, rows[0]["wer"]), (16, 0.0)]
+    assert chosen == min(rows, key=lambda r: r["seconds"])  # a tolerance of 100 points: speed alone decides
+    _, rows = recipe.sweep_beams(items, tmp_path, widths=(1, 16), prune_logps=(-10.0,), token_min_logps=(-5.0,),
+                                 tolerance=0.0)
+    best = min(rows, key=lambda r: (r["wer"], r["seconds"]))
+    assert json.loads((tmp_path / "lm.json").read_text())["beam_width"] == best["beam_width"]
+
+
 # --- the LM recipe (train/lm.py) ---
 
 def test_sentences_split_and_normalise_book_prose():

@@ -79,6 +79,15 @@ def test_config_from_toml_with_overrides(tmp_path):
         TrainConfig.load(None, ["learning_rate=1"])
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "train" / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_load_and_name_real_settings(path):
+    from ds2.features import FeatureConfig
+    cfg = TrainConfig.load(path)
+    assert cfg.train and cfg.out_dir and cfg.epochs > 0
+    model_config(cfg.model, **cfg.model_overrides)
+    FeatureConfig(**cfg.features)
+
+
 def test_lr_schedule_warms_up_then_decays():
     values = [lr_factor(s, 10, 100, 0.02) for s in range(100)]
     assert values[0] == 0.1 and values[9] == 1.0 and values[-1] < 0.05

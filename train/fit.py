@@ -16,7 +16,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     config = TrainConfig.load(args.config, args.overrides)
     _, state = train(config, resume=args.resume)
-    print(f"done: step {state['step']}, best dev WER {state['best_wer']:.2%}")
+    best = f"best dev WER {state['best_wer']:.2%}" if config.dev else "no dev set: best/ holds the last model"
+    print(f"done: step {state['step']}, {best}")
 
 
 if __name__ == "__main__":
