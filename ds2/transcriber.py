@@ -113,7 +113,7 @@ class Transcriber:
 
         The worker needs the GIL back after every torch op, and with Python's default 5 ms switch
         interval the beam search would keep it for that long each time (measured: the network ran
-        7x slower beside a busy Python thread). While the generator runs, the interval is 0.1 ms.
+        7x slower beside a busy Python thread). Until the generator ends, the interval is 0.1 ms.
         """
         def front(source):
             tic = time.perf_counter()
