@@ -104,8 +104,9 @@ def run_process(args: list[str], threads: int) -> tuple[float, list[dict]]:
 
 
 # --- file transcription ---
-def file_rtf(t: Transcriber, entries: list[dict], repeats: int) -> dict:
-    """In-process RTF and WER of greedy alone (beam=False) and of greedy + beam search (+ LM)."""
+def file_rtf(t: Transcriber, entries: list[dict], repeats: int, many: bool = True) -> dict:
+    """In-process RTF and WER of greedy alone (beam=False) and of greedy + beam search (+ LM);
+    with `many`, also of the files in a row through transcribe_many."""
     t.transcribe(entries[0]["audio"])  # warm-up: first-call allocations
     audio = sum(e["duration"] for e in entries)
     greedy, full = [], []
@@ -121,16 +122,19 @@ def file_rtf(t: Transcriber, entries: list[dict], repeats: int) -> dict:
             f += time.perf_counter() - tic
         greedy.append(g / audio)
         full.append(f / audio)
-    many = []  # the CLI's way: transcribe_many runs the network one file ahead in a second thread
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        overlapped = [r for _, r in t.transcribe_many([e["audio"] for e in entries])]
-        many.append((time.perf_counter() - tic) / audio)
-    assert [r.lm for r in overlapped] == [r.lm for r in results]
-    return {"files": len(entries), "audio_seconds": audio, "lm": t.lm_dir is not None,
-            "rtf_greedy": spread(greedy), "rtf_lm": spread(full), "rtf_many": spread(many),
-            "wer_greedy": wer_cer([(e["text"], r.greedy) for e, r in zip(entries, results)])[0],
-            "wer_lm": wer_cer([(e["text"], r.lm) for e, r in zip(entries, results)])[0]}
+    report = {"files": len(entries), "audio_seconds": audio, "lm": t.lm_dir is not None,
+              "rtf_greedy": spread(greedy), "rtf_lm": spread(full),
+              "wer_greedy": wer_cer([(e["text"], r.greedy) for e, r in zip(entries, results)])[0],
+              "wer_lm": wer_cer([(e["text"], r.lm) for e, r in zip(entries, results)])[0]}
+    if many:  # the CLI's way: transcribe_many runs the network one file ahead in a second thread
+        rtfs = []
+        for _ in range(repeats):
+            tic = time.perf_counter()
+            overlapped = [r for _, r in t.transcribe_many([e["audio"] for e in entries])]
+            rtfs.append((time.perf_counter() - tic) / audio)
+        assert [r.lm for r in overlapped] == [r.lm for r in results]
+        report["rtf_many"] = spread(rtfs)
+    return report
 
 
 def cli_rtf(model, lm: str, entries: list[dict], repeats: int, threads: int) -> dict:
@@ -184,7 +188,7 @@ def quantized(t: Transcriber, entries: list[dict], repeats: int, baseline: dict)
                                                       dtype=torch.qint8)
     original, t.model = t.model, int8
     try:
-        result = file_rtf(t, entries, repeats)
+        result = file_rtf(t, entries, repeats, many=False)
     finally:
         t.model = original
     change = {k: 100 * (result[f"wer_{k}"] - baseline[f"wer_{k}"]) for k in ("greedy", "lm")}

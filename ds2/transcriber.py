@@ -93,6 +93,11 @@ class Transcriber:
         Raises AudioError for audio that cannot be transcribed. `progress(done, total)` is called
         as segments finish. `beam=False` skips the beam search (greedy only; `lm` is "").
         """
+        wave, emissions, timings = self._load_and_run(audio, sample_rate, name, progress)
+        return self.decode(emissions, wave.size / SAMPLE_RATE, timings, beam=beam)
+
+    def _load_and_run(self, audio, sample_rate=None, name=None, progress=None):
+        """Audio -> (16 kHz wave, emissions, timings): everything before decoding."""
         tic = time.perf_counter()
         if isinstance(audio, np.ndarray):
             if sample_rate is None:
@@ -101,8 +106,7 @@ class Transcriber:
         else:
             wave = load_audio(audio, max_seconds=MAX_SECONDS, name=name)
         timings = {"load": time.perf_counter() - tic}
-        emissions = self.emissions(wave, progress=progress, timings=timings)
-        return self.decode(emissions, wave.size / SAMPLE_RATE, timings, beam=beam)
+        return wave, self.emissions(wave, progress=progress, timings=timings), timings
 
     def transcribe_many(self, sources, *, beam: bool = True, ahead: int = 1):
         """Yield (source, Result or AudioError) for each path or bytes in `sources`, in order.
@@ -115,18 +119,12 @@ class Transcriber:
         interval the beam search would keep it for that long each time (measured: the network ran
         7x slower beside a busy Python thread). Until the generator ends, the interval is 0.1 ms.
         """
-        def front(source):
-            tic = time.perf_counter()
-            wave = load_audio(source, max_seconds=MAX_SECONDS)
-            timings = {"load": time.perf_counter() - tic}
-            return wave, self.emissions(wave, timings=timings), timings
-
         sources = iter(sources)
         with ThreadPoolExecutor(1, thread_name_prefix="ds2-network") as pool, _switch_interval(GIL_SWITCH_SECONDS):
             queued = deque()
             while True:
                 while len(queued) <= ahead and (source := next(sources, None)) is not None:
-                    queued.append((source, pool.submit(front, source)))
+                    queued.append((source, pool.submit(self._load_and_run, source)))
                 if not queued:
                     return
                 source, future = queued.popleft()

@@ -184,6 +184,14 @@ def build(out_dir, text_dir="../shared/data/text", manifests=(), order=4, prune=
     return info
 
 
+def update_lm_json(lm_dir, **values) -> None:
+    """Set `values` in lm_dir/lm.json, where every caller of the LM reads its decoder settings."""
+    config_path = Path(lm_dir) / "lm.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(values)
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 _GRID = {}  # the decoder and items for the tuning workers, set before they fork
 
 
@@ -211,10 +219,7 @@ def tune(items, lm_dir, alphas=(0.3, 0.5, 0.8, 1.2, 1.6), betas=(0.0, 1.0, 2.0, 
     finally:
         _GRID.clear()
     alpha, beta, wer = min(table, key=lambda row: row[2])
-    config_path = Path(lm_dir) / "lm.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config.update(alpha=alpha, beta=beta, tuned_wer=round(wer, 4), tuned_utterances=len(items))
-    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    update_lm_json(lm_dir, alpha=alpha, beta=beta, tuned_wer=round(wer, 4), tuned_utterances=len(items))
     return alpha, beta, table
 
 
@@ -240,11 +245,8 @@ def sweep_beams(items, lm_dir, widths=(8, 16, 24, 32, 48, 64), prune_logps=(-10.
         rows.append(dict(beam_width=width, beam_prune_logp=prune, token_min_logp=token, wer=wer, seconds=seconds))
     best = min(row["wer"] for row in rows)
     chosen = min((row for row in rows if row["wer"] <= best + tolerance), key=lambda row: row["seconds"])
-    config_path = Path(lm_dir) / "lm.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config.update({k: chosen[k] for k in ("beam_width", "beam_prune_logp", "token_min_logp")},
-                  tuned_wer=round(chosen["wer"], 4))
-    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    update_lm_json(lm_dir, **{k: chosen[k] for k in ("beam_width", "beam_prune_logp", "token_min_logp")},
+                   tuned_wer=round(chosen["wer"], 4))
     return chosen, rows
 
 
