@@ -12,7 +12,8 @@ Two nodes, 8 GPUs each (run on both; node_rank 0 and 1):
 
 `out_dir` receives `last.pt` (resume state, rewritten atomically every `checkpoint_every` steps and
 at each epoch's end), `best/` (the model with the best dev WER, as safetensors + config.json),
-`log.csv` and TensorBoard event files.
+`log.csv` and TensorBoard event files; with `keep_epochs=N`, also `epochs/NNN/`: the model at the
+end of each of the last N epochs, for `python -m train.average`.
 """
 
 import csv
@@ -62,6 +63,7 @@ class TrainConfig:
     cache_audio: bool = True  # keep decoded waveforms in memory after first use (4 bytes/sample)
     amp: str = "bf16"  # "bf16", "fp16" or "none"; CUDA only, CPU trains in fp32
     checkpoint_every: int = 200  # steps
+    keep_epochs: int = 0  # keep the model of each of the last N epochs in epochs/NNN (for train.average)
     log_every: int = 10  # steps between rows of log.csv
     num_workers: int = 0
     threads: int = 0  # CPU threads for torch (0: torch's default)
@@ -117,6 +119,15 @@ def evaluate(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_secon
             pairs.append((ref, greedy_decode(lp[:n], frame_seconds).text))
     model.train()
     return wer_cer(pairs)
+
+
+def save_epoch(folder: Path, epoch: int, keep: int, model: DeepSpeech2, features: FeatureConfig, meta: dict) -> None:
+    """Save the model as folder/NNN (its epoch), then delete all but the `keep` latest epochs."""
+    save_model(folder / f"{epoch:03d}", model, features, meta)
+    for old in sorted(p for p in folder.iterdir() if p.name.isdigit())[:-keep]:
+        for file in old.iterdir():
+            file.unlink()
+        old.rmdir()
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
@@ -271,6 +282,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
                 save_model(out_dir / "best", model, features, {
                     "dev_wer": wer, "dev_cer": cer, "epoch": state["epoch"], "step": state["step"],
                     "train": cfg.train, "dev": cfg.dev})
+        if main_process and cfg.keep_epochs:
+            save_epoch(out_dir / "epochs", state["epoch"], cfg.keep_epochs, model, features,
+                       {"epoch": state["epoch"], "step": state["step"], "train": cfg.train})
         checkpoint()
     checkpoint()
     if main_process:

@@ -114,3 +114,26 @@ def test_init_starts_a_new_run_from_a_model_folder(tiny_model_dir, tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="differ"):
         train(tiny_config(tmp_path / "other", 1, init=str(tiny_model_dir), features={"n_mels": 64}))
+
+
+def test_keep_epochs_and_average(tmp_path):
+    from ds2.checkpoint import load_model
+    from train.average import average
+    train(tiny_config(tmp_path, 4, dev=str(TINY_MANIFEST), keep_epochs=2))
+    kept = sorted(p.name for p in (tmp_path / "epochs").iterdir())
+    assert kept == ["003", "004"]  # the last two epochs, older ones deleted
+    a, b = (load_model(tmp_path / "epochs" / name)[0].state_dict() for name in kept)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    mean, _, meta = load_model(average([tmp_path / "epochs" / n for n in kept], tmp_path / "avg"))
+    for name, tensor in mean.state_dict().items():
+        expected = (a[name] + b[name]) / 2 if tensor.is_floating_point() else b[name]
+        torch.testing.assert_close(tensor, expected, msg=name)
+    assert meta["epoch"] == 4 and len(meta["averaged"]) == 2
+    with pytest.raises(ValueError, match="differ"):
+        average([tmp_path / "epochs" / "004", _other_model(tmp_path)], tmp_path / "bad")
+
+
+def _other_model(tmp_path):
+    from ds2.checkpoint import save_model
+    from ds2.features import FeatureConfig
+    return save_model(tmp_path / "other", DeepSpeech2(model_config("tiny", n_feats=64)), FeatureConfig(n_mels=64))

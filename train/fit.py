@@ -4,6 +4,7 @@ See ds2/training.py for the loop and the torchrun commands for several GPUs and 
 """
 
 import argparse
+import os
 
 from ds2.training import TrainConfig, train
 
@@ -16,6 +17,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     config = TrainConfig.load(args.config, args.overrides)
     _, state = train(config, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
     best = f"best dev WER {state['best_wer']:.2%}" if config.dev else "no dev set: best/ holds the last model"
     print(f"done: step {state['step']}, {best}")
 

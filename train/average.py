@@ -1,0 +1,58 @@
+"""Average the weights of several model folders of one run (the last epochs of a cosine schedule):
+a cheap ensemble in one model, at no cost at inference.
+
+    python -m train.average ~/.cache/ds2/runs/small-s3/epochs/01{0,1,2} --out ~/.cache/ds2/runs/small-s3/avg \\
+        --dev ~/.cache/ds2/data/dev.jsonl
+
+Floating-point tensors are averaged, BatchNorm's running statistics included (an approximation of the
+statistics the averaged weights would produce; measure it with --dev); integer buffers are taken from
+the last folder. Folders must share the model config and features. --dev prints the greedy dev
+WER/CER of each input and of the average, so you keep the average only when it is better.
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ds2.checkpoint import load_model, save_model
+
+
+def average(folders: list, out) -> Path:
+    """Write the mean of the folders' weights to `out`; returns `out`."""
+    if not folders:
+        raise ValueError("nothing to average")
+    models = [load_model(Path(f).expanduser()) for f in folders]
+    first, features, meta = models[0]
+    for (model, feats, _), folder in zip(models[1:], folders[1:]):
+        if model.config != first.config or feats != features:
+            raise ValueError(f"{folder}: its model or features differ from {folders[0]}'s")
+    states = [m.state_dict() for m, _, _ in models]
+    mean = {name: torch.stack([s[name] for s in states]).mean(0) if tensor.is_floating_point() else states[-1][name]
+            for name, tensor in states[0].items()}
+    first.load_state_dict(mean)
+    return save_model(Path(out).expanduser(), first, features,
+                      {**models[-1][2], "averaged": [str(f) for f in folders]})
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", help="model folders (e.g. RUN/epochs/NNN)")
+    parser.add_argument("--out", required=True, help="where to write the averaged model folder")
+    parser.add_argument("--dev", help="a manifest: print greedy WER/CER of each folder and of the average")
+    args = parser.parse_args(argv)
+    average(args.folders, args.out)
+    if args.dev:
+        from ds2.data import SpeechDataset, read_manifest
+        from ds2.features import FeatureExtractor
+        from ds2.training import evaluate
+        for folder in [*args.folders, args.out]:
+            model, features, _ = load_model(Path(folder).expanduser())
+            dev = SpeechDataset(read_manifest(args.dev), FeatureExtractor(features))
+            wer, cer = evaluate(model, dev, "cpu")
+            print(f"{folder}: dev WER {wer:.2%} CER {cer:.2%} (greedy)")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
