@@ -129,6 +129,8 @@ def test_keep_epochs_and_average(tmp_path):
         expected = (a[name] + b[name]) / 2 if tensor.is_floating_point() else b[name]
         torch.testing.assert_close(tensor, expected, msg=name)
     assert meta["epoch"] == 4 and len(meta["averaged"]) == 2
+    _, _, meta = load_model(average([tmp_path / "epochs" / "003", tmp_path / "best"], tmp_path / "avg2"))
+    assert "dev_wer" in load_model(tmp_path / "best")[2] and "dev_wer" not in meta  # best's WER is not the mean's
     with pytest.raises(ValueError, match="differ"):
         average([tmp_path / "epochs" / "004", _other_model(tmp_path)], tmp_path / "bad")
 

@@ -1,7 +1,7 @@
 """Average the weights of several model folders of one run (the last epochs of a cosine schedule):
 a cheap ensemble in one model, at no cost at inference.
 
-    python -m train.average ~/.cache/ds2/runs/small-s3/epochs/01{0,1,2} --out ~/.cache/ds2/runs/small-s3/avg \\
+    python -m train.average ~/.cache/ds2/runs/small-s3/epochs/00{5,6,7,8} --out ~/.cache/ds2/runs/small-s3/avg \\
         --dev ~/.cache/ds2/data/dev.jsonl
 
 Floating-point tensors are averaged, BatchNorm's running statistics included (an approximation of the
@@ -23,7 +23,7 @@ def average(folders: list, out) -> Path:
     if not folders:
         raise ValueError("nothing to average")
     models = [load_model(Path(f).expanduser()) for f in folders]
-    first, features, meta = models[0]
+    first, features, _ = models[0]
     for (model, feats, _), folder in zip(models[1:], folders[1:]):
         if model.config != first.config or feats != features:
             raise ValueError(f"{folder}: its model or features differ from {folders[0]}'s")
@@ -31,8 +31,8 @@ def average(folders: list, out) -> Path:
     mean = {name: torch.stack([s[name] for s in states]).mean(0) if tensor.is_floating_point() else states[-1][name]
             for name, tensor in states[0].items()}
     first.load_state_dict(mean)
-    return save_model(Path(out).expanduser(), first, features,
-                      {**models[-1][2], "averaged": [str(f) for f in folders]})
+    meta = {k: v for k, v in models[-1][2].items() if k not in ("dev_wer", "dev_cer")}  # not the average's
+    return save_model(Path(out).expanduser(), first, features, {**meta, "averaged": [str(f) for f in folders]})
 
 
 def main(argv=None) -> None:
