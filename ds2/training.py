@@ -19,6 +19,7 @@ end of each of the last N epochs, for `python -m train.average`.
 import csv
 import math
 import os
+import shutil
 import time
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -125,9 +126,7 @@ def save_epoch(folder: Path, epoch: int, keep: int, model: DeepSpeech2, features
     """Save the model as folder/NNN (its epoch), then delete all but the `keep` latest epochs."""
     save_model(folder / f"{epoch:03d}", model, features, meta)
     for old in sorted(p for p in folder.iterdir() if p.name.isdigit())[:-keep]:
-        for file in old.iterdir():
-            file.unlink()
-        old.rmdir()
+        shutil.rmtree(old)
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:

@@ -46,9 +46,10 @@ def main(argv=None) -> None:
         from ds2.data import SpeechDataset, read_manifest
         from ds2.features import FeatureExtractor
         from ds2.training import evaluate
+        dev = None  # one dataset for all: average() checked that the folders share their features
         for folder in [*args.folders, args.out]:
             model, features, _ = load_model(Path(folder).expanduser())
-            dev = SpeechDataset(read_manifest(args.dev), FeatureExtractor(features))
+            dev = dev or SpeechDataset(read_manifest(args.dev), FeatureExtractor(features), cache_audio=True)
             wer, cer = evaluate(model, dev, "cpu")
             print(f"{folder}: dev WER {wer:.2%} CER {cer:.2%} (greedy)")
     print(f"wrote {args.out}")
