@@ -69,6 +69,17 @@ def load_model(model_dir, device: str | torch.device = "cpu") -> tuple[DeepSpeec
     return model.to(device).eval(), features, config.get("meta", {})
 
 
+def require_same_setup(source, config: ModelConfig, features: FeatureConfig,
+                       want_config: ModelConfig, want_features: FeatureConfig) -> None:
+    """Refuse weights whose model config or features differ from what the caller builds; names the fields."""
+    diffs = [f"{part}.{key} {theirs.get(key)!r} vs {ours.get(key)!r}"
+             for part, theirs, ours in (("model", config.to_dict(), want_config.to_dict()),
+                                        ("features", features.__dict__, want_features.__dict__))
+             for key in sorted(set(theirs) | set(ours)) if theirs.get(key) != ours.get(key)]
+    if diffs:
+        raise CheckpointError(f"{source}: its model or features differ ({'; '.join(diffs)})")
+
+
 def load_state(model: torch.nn.Module, state: dict, source) -> None:
     """Load a state dict, naming the file and the first mismatches instead of a long traceback."""
     own = model.state_dict()

@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import load_model, load_resume_state, save_model, save_resume_state
+from .checkpoint import load_model, load_resume_state, require_same_setup, save_model, save_resume_state
 from .data import Augment, BucketBatchSampler, SpeechDataset, collate, read_manifest
 from .decoding import greedy_decode
 from .features import FeatureConfig, FeatureExtractor, SpecAugment
@@ -166,9 +166,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     model = DeepSpeech2(model_config(cfg.model, n_feats=features.n_feats, **cfg.model_overrides))
     if cfg.init:
         start, start_features, _ = load_model(Path(cfg.init).expanduser())
-        if start.config != model.config or start_features != features:
-            raise ValueError(f"init {cfg.init}: its model or features differ from this run's "
-                             f"({start.config} {start_features} vs {model.config} {features})")
+        require_same_setup(f"init {cfg.init}", start.config, start_features, model.config, features)
         model.load_state_dict(start.state_dict())
     model = model.to(device)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model, [local_rank] if device.type == "cuda" else None) \

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY_MANIFEST, tiny_config
+from ds2.checkpoint import CheckpointError
 from ds2.model import DeepSpeech2, model_config
 from ds2.training import TrainConfig, lr_factor, train
 
@@ -112,8 +113,20 @@ def test_init_starts_a_new_run_from_a_model_folder(tiny_model_dir, tmp_path):
     assert state["step"] == 1  # a new run (step 0 -> 1), its weights those of the folder (lr 0)
     for (name, a), b in zip(start.named_parameters(), model.parameters()):
         assert torch.equal(a, b), name
-    with pytest.raises(ValueError, match="differ"):
+    with pytest.raises(CheckpointError, match=r"differ \(model.n_feats 40 vs 64; features.n_mels 40 vs 64\)"):
         train(tiny_config(tmp_path / "other", 1, init=str(tiny_model_dir), features={"n_mels": 64}))
+
+
+def test_fit_and_average_report_bad_model_folders_without_a_traceback(tmp_path, capsys):
+    from train import average, fit
+    with pytest.raises(SystemExit) as exit_info:
+        fit.main([str(ROOT / "train" / "configs" / "small.toml"), f"train=['{TINY_MANIFEST}']", "dev=''",
+                  f"out_dir='{tmp_path / 'run'}'", f"init='{tmp_path / 'nowhere'}'"])
+    assert exit_info.value.code == 2
+    assert "error: " in (err := capsys.readouterr().err) and "nowhere" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        average.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "avg")])
+    assert "error: " in capsys.readouterr().err
 
 
 def test_keep_epochs_and_average(tmp_path):
@@ -131,7 +144,7 @@ def test_keep_epochs_and_average(tmp_path):
     assert meta["epoch"] == 4 and len(meta["averaged"]) == 2
     _, _, meta = load_model(average([tmp_path / "epochs" / "003", tmp_path / "best"], tmp_path / "avg2"))
     assert "dev_wer" in load_model(tmp_path / "best")[2] and "dev_wer" not in meta  # best's WER is not the mean's
-    with pytest.raises(ValueError, match="differ"):
+    with pytest.raises(CheckpointError, match="model.n_feats .* features.n_mels"):
         average([tmp_path / "epochs" / "004", _other_model(tmp_path)], tmp_path / "bad")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ds2.checkpoint import load_model, save_model
+from ds2.checkpoint import CheckpointError, load_model, require_same_setup, save_model
 
 
 def average(folders: list, out) -> Path:
@@ -25,8 +25,7 @@ def average(folders: list, out) -> Path:
     models = [load_model(Path(f).expanduser()) for f in folders]
     first, features, _ = models[0]
     for (model, feats, _), folder in zip(models[1:], folders[1:]):
-        if model.config != first.config or feats != features:
-            raise ValueError(f"{folder}: its model or features differ from {folders[0]}'s")
+        require_same_setup(f"{folder} (against {folders[0]})", model.config, feats, first.config, features)
     states = [m.state_dict() for m, _, _ in models]
     mean = {name: torch.stack([s[name] for s in states]).mean(0) if tensor.is_floating_point() else states[-1][name]
             for name, tensor in states[0].items()}
@@ -41,7 +40,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="where to write the averaged model folder")
     parser.add_argument("--dev", help="a manifest: print greedy WER/CER of each folder and of the average")
     args = parser.parse_args(argv)
-    average(args.folders, args.out)
+    try:
+        average(args.folders, args.out)
+    except (CheckpointError, ValueError) as e:
+        parser.exit(2, f"error: {e}\n")
     if args.dev:
         from ds2.data import SpeechDataset, read_manifest
         from ds2.features import FeatureExtractor

@@ -6,6 +6,7 @@ See ds2/training.py for the loop and the torchrun commands for several GPUs and 
 import argparse
 import os
 
+from ds2.checkpoint import CheckpointError
 from ds2.training import TrainConfig, train
 
 
@@ -15,8 +16,11 @@ def main(argv=None) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value settings that replace the config's")
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt if it exists")
     args = parser.parse_args(argv)
-    config = TrainConfig.load(args.config, args.overrides)
-    _, state = train(config, resume=args.resume)
+    try:
+        config = TrainConfig.load(args.config, args.overrides)
+        _, state = train(config, resume=args.resume)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:  # bad config, data or model folder
+        parser.exit(2, f"error: {e}\n")
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     best = f"best dev WER {state['best_wer']:.2%}" if config.dev else "no dev set: best/ holds the last model"
