@@ -125,7 +125,9 @@ class Recording:
     session: StreamingSession
     tail: list = field(default_factory=list)
     received: int = 0  # samples since the start
-    # Gradio may run two chunks of one stream, or a chunk and the stop, in two worker threads at once.
+    # Gradio 6 runs one stream as one queue job: its chunks arrive one at a time, in order (the browser
+    # holds back the audio recorded while a chunk is processed and sends it with the next one). The
+    # stop and the teaching view are other events, in other worker threads: the lock orders them.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def keep(self, wave: np.ndarray) -> None:
