@@ -55,12 +55,16 @@ def write_manifest(path, entries) -> None:
             f.write(json.dumps({**e, "audio": str(audio)}, ensure_ascii=False) + "\n")
 
 
+NARROWBAND_RATE = 8000  # telephone speech, and recordings such as the spoken-digit set
+
+
 @dataclass(frozen=True)
 class Augment:
     """On-the-fly training augmentation; all off by default (evaluation)."""
     speeds: tuple = (1.0,)  # speed perturbation factors, e.g. (0.9, 1.0, 1.1)
     noise_prob: float = 0.0  # chance of adding white noise ...
     noise_snr_db: tuple = (10.0, 40.0)  # ... at an SNR drawn from this range
+    narrowband_prob: float = 0.0  # chance of a telephone band: down to 8 kHz and back, nothing above 4 kHz
     specaugment: SpecAugment | None = None
 
 
@@ -103,6 +107,8 @@ class SpeechDataset(torch.utils.data.Dataset):
             snr_db = aug.noise_snr_db[0] + float(torch.rand(1, generator=g)) * (aug.noise_snr_db[1] - aug.noise_snr_db[0])
             power = wave.pow(2).mean().clamp_min(1e-10)
             wave = wave + torch.randn(wave.shape, generator=g) * torch.sqrt(power / 10 ** (snr_db / 10))
+        if aug.narrowband_prob and float(torch.rand(1, generator=g)) < aug.narrowband_prob:  # after the noise,
+            wave = AF.resample(AF.resample(wave, SAMPLE_RATE, NARROWBAND_RATE), NARROWBAND_RATE, SAMPLE_RATE)  # like a line
         feats = self.extractor(wave)
         if aug.specaugment is not None:
             feats = aug.specaugment(feats, g)

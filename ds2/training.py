@@ -59,6 +59,7 @@ class TrainConfig:
     max_duration: float = 20.0  # longer training utterances are left out
     speeds: list = field(default_factory=lambda: [0.9, 1.0, 1.1])
     noise_prob: float = 0.3
+    narrowband_prob: float = 0.0  # chance of a telephone band (8 kHz) for a training utterance
     specaugment: bool = True
     sortagrad: bool = True
     cache_audio: bool = True  # keep decoded waveforms in memory after first use (4 bytes/sample)
@@ -155,7 +156,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     entries = [e for m in cfg.train for e in read_manifest(m, cfg.max_duration)]
     if not entries:
         raise ValueError(f"no training utterances in {cfg.train}")
-    augment = Augment(speeds=tuple(cfg.speeds), noise_prob=cfg.noise_prob,
+    augment = Augment(speeds=tuple(cfg.speeds), noise_prob=cfg.noise_prob, narrowband_prob=cfg.narrowband_prob,
                       specaugment=SpecAugment() if cfg.specaugment else None)
     train_set = SpeechDataset(entries, extractor, augment, seed=cfg.seed, cache_audio=cfg.cache_audio)
     sampler = BucketBatchSampler([e["duration"] for e in entries], cfg.max_batch_seconds, cfg.seed,

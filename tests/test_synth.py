@@ -41,6 +41,16 @@ def test_same_seed_renders_identical_manifest_and_audio(tmp_path):
         assert entry["voice"].split(":")[0] in synth.VOICES
 
 
+@pytest.mark.skipif(not shutil.which("flite"), reason="flite is not installed")
+def test_min_words_one_renders_one_word_lines(tmp_path, capsys):
+    (tmp_path / "digits.jsonl").write_text('{"audio": "a.flac", "text": "seven", "duration": 0.4}\n')
+    synth.main(["--out", str(tmp_path / "out"), "--count", "2", "--text", str(tmp_path / "digits.jsonl"),
+                "--voices", "flite", "--min-words", "1"])
+    assert [e["text"] for e in read_manifest(tmp_path / "out" / "manifest.jsonl")] == ["seven", "seven"]
+    with pytest.raises(SystemExit, match="no usable sentences of 3-20 words"):  # the default skips them
+        synth.main(["--out", str(tmp_path / "out3"), "--count", "2", "--text", str(tmp_path / "digits.jsonl")])
+
+
 def test_labels_match_what_the_voice_reads():
     spoken, label = spoken_and_label("In 1816, Emma was twenty-one.", 3, 20)
     assert label == "in one thousand eight hundred sixteen emma was twenty one"

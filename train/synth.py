@@ -268,12 +268,13 @@ def main(argv=None) -> None:
     p.add_argument("--text", nargs="+", default=[DEFAULT_TEXT], help="books (.txt, .txt.xz) or manifests (.jsonl)")
     p.add_argument("--voices", nargs="+", default=[], help=f"voices ({' '.join(VOICES)}) or engines (flite festival "
                    "espeak-ng); default: all installed")
+    p.add_argument("--min-words", type=int, default=3, help="1 takes one-word lines, such as the spoken digits'")
     p.add_argument("--max-words", type=int, default=20)
     p.add_argument("--jobs", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     options = SynthOptions(out=str(Path(a.out).expanduser()), count=a.count, seed=a.seed, text=tuple(a.text),
-                           voices=tuple(a.voices), max_words=a.max_words, jobs=a.jobs)
+                           voices=tuple(a.voices), min_words=a.min_words, max_words=a.max_words, jobs=a.jobs)
     entries = synthesize(options)
     hours = sum(e["duration"] for e in entries) / 3600
     print(f"{len(entries)} utterances, {hours:.2f} h -> {Path(options.out) / 'manifest.jsonl'}")
