@@ -1,7 +1,7 @@
 """The command line: a thin layer over ds2.Transcriber.
 
     python -m ds2 transcribe FILE... [--model DIR] [--lm DIR|none] [--json]
-    python -m ds2 evaluate MANIFEST [--model DIR] [--lm DIR|none] [--save-emissions FILE.npz]
+    python -m ds2 evaluate MANIFEST [--model DIR] [--lm DIR|none] [--save-emissions FILE.npz] [--sample-rate HZ]
 """
 
 import argparse
@@ -45,11 +45,12 @@ def transcribe(args) -> int:
 
 def evaluate(args) -> int:
     report = evaluate_entries(_transcriber(args), read_manifest(args.manifest), beam=not args.greedy_only,
-                              keep_emissions=bool(args.save_emissions), verbose=args.verbose)
+                              keep_emissions=bool(args.save_emissions), verbose=args.verbose,
+                              sample_rate=args.sample_rate)
     if args.save_emissions:
         arrays = {f"lp_{i}": e for i, e in enumerate(report.pop("emissions"))}
         np.savez_compressed(args.save_emissions, refs=np.array(report.pop("refs")), **arrays)
-    report = {"manifest": args.manifest, **report}
+    report = {"manifest": args.manifest, **({"sample_rate": args.sample_rate} if args.sample_rate else {}), **report}
     if args.json:
         print(json.dumps(report))
     else:
@@ -73,6 +74,8 @@ def main(argv=None) -> int:
     sub.choices["evaluate"].add_argument("--save-emissions", metavar="FILE.npz", help="cache log-probs for LM tuning")
     sub.choices["evaluate"].add_argument("--greedy-only", action="store_true", help="skip the beam search")
     sub.choices["evaluate"].add_argument("-v", "--verbose", action="store_true", help="print every transcript")
+    sub.choices["evaluate"].add_argument("--sample-rate", type=int, metavar="HZ",
+                                         help="first re-record every file at HZ (8000: a telephone band)")
     args = parser.parse_args(argv)
     try:
         return {"transcribe": transcribe, "evaluate": evaluate}[args.command](args)

@@ -4,20 +4,47 @@
     report["greedy_wer"], report["lm_wer"], report["rtf"]
 """
 
+import io
 import sys
 import time
 
-from .audio import AudioError
+import soundfile as sf
+
+from .audio import SAMPLE_RATE, AudioError, load_audio, resample
 from .text import wer_cer
 
 
+def recorded_at(paths, sample_rate: int):
+    """Each file as the bytes of a WAV file recorded at `sample_rate` (8000: a telephone band), to
+    measure how a model copes with such input; a file that cannot be read is passed on as it is."""
+    if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384000:
+        raise ValueError(f"sample rate {sample_rate!r} is not a plausible audio rate")
+    return _recorded_at(paths, sample_rate)
+
+
+def _recorded_at(paths, sample_rate: int):
+    for path in paths:
+        try:
+            wave = load_audio(path)
+        except AudioError:
+            yield path  # transcribe_many reports it
+            continue
+        buffer = io.BytesIO()
+        sf.write(buffer, resample(wave, SAMPLE_RATE, sample_rate), sample_rate, format="WAV", subtype="FLOAT")
+        yield buffer.getvalue()
+
+
 def evaluate(transcriber, entries: list[dict], beam: bool = True, keep_emissions: bool = False,
-             verbose: bool = False) -> dict:
+             verbose: bool = False, sample_rate: int | None = None) -> dict:
     """Transcribe every manifest entry -> {utterances, skipped, audio_hours, rtf, greedy_wer,
-    greedy_cer, [lm_wer, lm_cer], [emissions, refs]}; unreadable audio is skipped and counted."""
+    greedy_cer, [lm_wer, lm_cer], [emissions, refs]}; unreadable audio is skipped and counted.
+    `sample_rate` first turns each file into a recording at that rate (see `recorded_at`)."""
     greedy, lm, emissions, audio_seconds = [], [], [], 0.0
     tic = time.perf_counter()
-    results = (r for _, r in transcriber.transcribe_many([e["audio"] for e in entries], beam=beam))
+    sources = [e["audio"] for e in entries]
+    if sample_rate is not None:
+        sources = recorded_at(sources, sample_rate)
+    results = (r for _, r in transcriber.transcribe_many(sources, beam=beam))
     for entry, r in zip(entries, results):
         if isinstance(r, AudioError):
             print(f"skipped: {r}", file=sys.stderr)

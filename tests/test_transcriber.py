@@ -1,3 +1,4 @@
+import io
 import json
 import subprocess
 import sys
@@ -122,6 +123,35 @@ def test_cli_evaluate_prints_corpus_wer_and_cer(tiny_model_dir):
     report = json.loads(proc.stdout)
     assert report["utterances"] == 10 and report["greedy_cer"] < 0.1
     assert {"greedy_wer", "lm_wer", "lm_cer"} <= set(report)
+
+
+def test_recorded_at_gives_band_limited_recordings(tmp_path):
+    from ds2.audio import load_audio
+    from ds2.evaluation import recorded_at
+    files = [ENTRIES[1]["audio"], str(tmp_path / "missing.wav")]
+    phone, missing = recorded_at(files, 8000)
+    assert missing == files[1]  # passed on: transcribe_many reports it
+    assert sf.info(io.BytesIO(phone)).samplerate == 8000
+    original, narrow = load_audio(files[0]), load_audio(phone)
+    assert abs(narrow.size - original.size) <= 2
+    def high_band_share(wave):
+        power = np.abs(np.fft.rfft(wave)) ** 2
+        return power[int(4200 / 8000 * (power.size - 1)):].sum() / power.sum()
+    assert high_band_share(original) > 1e-2 and high_band_share(narrow) < 1e-4
+    with pytest.raises(ValueError, match="plausible"):
+        recorded_at(files, 0)
+
+
+def test_cli_evaluate_at_a_sample_rate(tiny_model_dir):
+    proc = subprocess.run([sys.executable, "-m", "ds2", "evaluate", str(TINY_MANIFEST), "--model", str(tiny_model_dir),
+                           "--lm", "none", "--json", "--greedy-only", "--sample-rate", "8000"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["sample_rate"] == 8000 and report["utterances"] == 10 and report["skipped"] == 0
+    proc = subprocess.run([sys.executable, "-m", "ds2", "evaluate", str(TINY_MANIFEST), "--model", str(tiny_model_dir),
+                           "--lm", "none", "--sample-rate", "5"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "not a plausible audio rate" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cli_without_bundled_model_says_so(tmp_path):
