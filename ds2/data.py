@@ -107,8 +107,9 @@ class SpeechDataset(torch.utils.data.Dataset):
             snr_db = aug.noise_snr_db[0] + float(torch.rand(1, generator=g)) * (aug.noise_snr_db[1] - aug.noise_snr_db[0])
             power = wave.pow(2).mean().clamp_min(1e-10)
             wave = wave + torch.randn(wave.shape, generator=g) * torch.sqrt(power / 10 ** (snr_db / 10))
-        if aug.narrowband_prob and float(torch.rand(1, generator=g)) < aug.narrowband_prob:  # after the noise,
-            wave = AF.resample(AF.resample(wave, SAMPLE_RATE, NARROWBAND_RATE), NARROWBAND_RATE, SAMPLE_RATE)  # like a line
+        if aug.narrowband_prob and float(torch.rand(1, generator=g)) < aug.narrowband_prob:
+            # a telephone line carries the room's noise too, so the band is cut after the noise
+            wave = AF.resample(AF.resample(wave, SAMPLE_RATE, NARROWBAND_RATE), NARROWBAND_RATE, SAMPLE_RATE)
         feats = self.extractor(wave)
         if aug.specaugment is not None:
             feats = aug.specaugment(feats, g)
