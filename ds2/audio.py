@@ -50,6 +50,12 @@ def load_audio(source, *, max_seconds: float | None = None, name: str | None = N
     return to_mono_16k(samples, sample_rate, max_seconds=max_seconds, name=name)
 
 
+def check_sample_rate(sample_rate, name: str = "audio") -> None:
+    """Raise AudioError unless `sample_rate` is an integer rate audio is really recorded at."""
+    if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 384000:
+        raise AudioError(f"{name}: sample rate {sample_rate!r} is not a plausible audio rate")
+
+
 def to_mono_16k(samples, sample_rate: int, *, max_seconds: float | None = None, name: str = "audio",
                 whole: bool = True) -> np.ndarray:
     """Any array of audio -> (samples,) float32 at 16 kHz, mono, validated.
@@ -62,8 +68,7 @@ def to_mono_16k(samples, sample_rate: int, *, max_seconds: float | None = None, 
     x = np.asarray(samples)
     if x.dtype.kind not in "iuf" or x.ndim not in (1, 2):
         raise AudioError(f"{name}: expected a 1-D or 2-D numeric array, got {x.dtype} with shape {x.shape}")
-    if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 384000:
-        raise AudioError(f"{name}: sample rate {sample_rate!r} is not a plausible audio rate")
+    check_sample_rate(sample_rate, name)
     if x.size == 0:
         raise AudioError(f"{name}: contains no samples")
     if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 8:

@@ -10,15 +10,14 @@ import time
 
 import soundfile as sf
 
-from .audio import SAMPLE_RATE, AudioError, load_audio, resample
+from .audio import SAMPLE_RATE, AudioError, check_sample_rate, load_audio, resample
 from .text import wer_cer
 
 
 def recorded_at(paths, sample_rate: int):
     """Each file as the bytes of a WAV file recorded at `sample_rate` (8000: a telephone band), to
     measure how a model copes with such input; a file that cannot be read is passed on as it is."""
-    if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384000:
-        raise ValueError(f"sample rate {sample_rate!r} is not a plausible audio rate")
+    check_sample_rate(sample_rate, "re-recording")  # an AudioError, a ValueError: before any file is read
     return _recorded_at(paths, sample_rate)
 
 

@@ -59,6 +59,13 @@ def padded_clip(audio, pad_seconds: float = 0.3):
     return np.concatenate([pad, wave, pad]), rate
 
 
+def high_band_share(wave, above_hz: float = 4200) -> float:
+    """The share of a 16 kHz waveform's power above `above_hz` (what a telephone band removes)."""
+    import numpy as np
+    power = np.abs(np.fft.rfft(np.asarray(wave, dtype=np.float64))) ** 2
+    return float(power[int(above_hz / 8000 * (power.size - 1)):].sum() / power.sum())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ROOT, TINY_MANIFEST
+from conftest import ROOT, TINY_MANIFEST, high_band_share
 from ds2.audio import SAMPLE_RATE, AudioError
 from ds2.checkpoint import CheckpointError, load_model, save_model
 from ds2.data import read_manifest
@@ -134,9 +134,6 @@ def test_recorded_at_gives_band_limited_recordings(tmp_path):
     assert sf.info(io.BytesIO(phone)).samplerate == 8000
     original, narrow = load_audio(files[0]), load_audio(phone)
     assert abs(narrow.size - original.size) <= 2
-    def high_band_share(wave):
-        power = np.abs(np.fft.rfft(wave)) ** 2
-        return power[int(4200 / 8000 * (power.size - 1)):].sum() / power.sum()
     assert high_band_share(original) > 1e-2 and high_band_share(narrow) < 1e-4
     with pytest.raises(ValueError, match="plausible"):
         recorded_at(files, 0)
