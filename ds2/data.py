@@ -21,6 +21,10 @@ from .features import FeatureExtractor, SpecAugment
 from .text import encode
 
 
+class ManifestError(ValueError):
+    """A manifest line that is not JSON with audio, text and duration."""
+
+
 def read_manifest(path, max_duration: float | None = None) -> list[dict]:
     """Entries of a JSONL manifest, with `audio` made absolute; longer than max_duration dropped."""
     path = Path(path).expanduser()
@@ -35,7 +39,7 @@ def read_manifest(path, max_duration: float | None = None) -> list[dict]:
                 entry["duration"] = float(entry["duration"])
                 entry["text"] = str(entry["text"])
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: not a manifest line with audio, text, duration ({e})") from None
+                raise ManifestError(f"{path}:{n}: not a manifest line with audio, text, duration ({e})") from None
             if max_duration is None or entry["duration"] <= max_duration:
                 entries.append(entry)
     return entries

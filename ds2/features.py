@@ -22,6 +22,10 @@ class FeatureConfig:
     window_ms: int = WINDOW_MS
     hop_ms: int = HOP_MS
 
+    def __post_init__(self):
+        if self.kind not in ("logmel", "linear"):
+            raise ValueError(f"unknown feature kind {self.kind!r}: use 'logmel' or 'linear'")
+
     @property
     def n_feats(self) -> int:
         return self.n_mels if self.kind == "logmel" else self.n_fft // 2 + 1
@@ -73,11 +77,9 @@ class FeatureExtractor(torch.nn.Module):
             self.spectrogram = torchaudio.transforms.MelSpectrogram(
                 SAMPLE_RATE, n_fft=config.n_fft, win_length=win_length, hop_length=config.hop_length,
                 n_mels=config.n_mels, power=2.0)
-        elif config.kind == "linear":
+        else:  # "linear"
             self.spectrogram = torchaudio.transforms.Spectrogram(
                 n_fft=config.n_fft, win_length=win_length, hop_length=config.hop_length, power=2.0)
-        else:
-            raise ValueError(f"unknown feature kind {config.kind!r}: use 'logmel' or 'linear'")
 
     @torch.no_grad()
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,10 @@ class ModelConfig:
     lookahead: int = 20  # future frames seen by the row convolution (unidirectional models only)
     n_classes: int = len(ALPHABET)
 
+    def __post_init__(self):
+        if not 1 <= self.conv_layers <= len(self.conv_kernels):
+            raise ValueError(f"conv_layers={self.conv_layers} needs that many conv_kernels")
+
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
@@ -134,8 +138,6 @@ class Lookahead(nn.Module):
 class DeepSpeech2(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if not 1 <= config.conv_layers <= len(config.conv_kernels):
-            raise ValueError(f"conv_layers={config.conv_layers} needs that many conv_kernels")
         self.config = config
         self.convs, self.conv_norms = nn.ModuleList(), nn.ModuleList()
         self.conv_geometry = []  # (kernel_t, stride_t, pad_t) per layer, for output_lengths

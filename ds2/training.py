@@ -38,6 +38,10 @@ from .model import DeepSpeech2, model_config
 from .text import wer_cer
 
 
+class ConfigError(ValueError):
+    """A training config that cannot run: an unknown setting, a bad model or feature field, no data."""
+
+
 @dataclass
 class TrainConfig:
     train: list = field(default_factory=list)  # manifests to train on
@@ -79,7 +83,7 @@ class TrainConfig:
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep:
-                raise ValueError(f"override {item!r} is not key=value")
+                raise ConfigError(f"override {item!r} is not key=value")
             try:
                 value = tomllib.loads(f"v = {value}")["v"]
             except tomllib.TOMLDecodeError:
@@ -92,10 +96,17 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-        if isinstance(data.get("train"), str):
-            data["train"] = [data["train"]]
+            raise ConfigError(f"unknown training settings: {', '.join(sorted(unknown))}")
         return cls(**data)
+
+    def __post_init__(self):
+        if isinstance(self.train, str):
+            self.train = [self.train]
+        try:  # build the model and feature configs once, so that a bad field fails here, not mid-run
+            model_config(self.model, n_feats=FeatureConfig(**self.features).n_feats, **self.model_overrides)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model {self.model!r} with features {self.features} and model_overrides "
+                              f"{self.model_overrides}: {e}") from None
 
 
 def lr_factor(step: int, warmup: int, total: int, final: float) -> float:
@@ -155,7 +166,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     extractor = FeatureExtractor(features)
     entries = [e for m in cfg.train for e in read_manifest(m, cfg.max_duration)]
     if not entries:
-        raise ValueError(f"no training utterances in {cfg.train}")
+        raise ConfigError(f"no training utterances in {cfg.train}")
     augment = Augment(speeds=tuple(cfg.speeds), noise_prob=cfg.noise_prob, narrowband_prob=cfg.narrowband_prob,
                       specaugment=SpecAugment() if cfg.specaugment else None)
     train_set = SpeechDataset(entries, extractor, augment, seed=cfg.seed, cache_audio=cfg.cache_audio)

@@ -221,6 +221,21 @@ def tiny_text(tmp_path):
     return tmp_path / "text"
 
 
+def test_overlap_finds_test_sentences_in_the_lm_text(tiny_text, tmp_path):
+    rows = [{"audio": "a.wav", "duration": 1, "text": t} for t in (
+        "A dog. The cat sat on",  # across a sentence end of the book ("a dog the cat"): found
+        "the mat sat on the dog",  # every word is in the book, never four of them in a row
+        "a cat",  # shorter than n: not checked
+        "THE COW RAN FAST TODAY")]  # in the LM's training transcripts only
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "train.jsonl").write_text(json.dumps({"audio": "b.wav", "duration": 1, "text": "the cow ran fast today"}))
+    [books_only] = recipe.overlap([tmp_path / "test.jsonl"], tiny_text, n=4)
+    assert (books_only["transcripts"], books_only["long_enough"], books_only["sharing"]) == (4, 3, 1)
+    assert (books_only["ngrams"], books_only["ngrams_found"]) == (3 + 3 + 2, 3)
+    [with_train] = recipe.overlap([tmp_path / "test.jsonl"], tiny_text, [tmp_path / "train.jsonl"], n=4)
+    assert with_train["sharing"] == 2
+
+
 def test_build_runs_lmplz_on_a_tiny_corpus(kenlm_bin, tiny_text, tmp_path):
     kenlm = pytest.importorskip("kenlm")
     (tmp_path / "train.jsonl").write_text(json.dumps({"audio": "a.wav", "text": "THE CAT RAN", "duration": 1}) + "\n")

@@ -9,7 +9,7 @@ import torch
 from conftest import ROOT, TINY_MANIFEST, tiny_config
 from ds2.checkpoint import CheckpointError
 from ds2.model import DeepSpeech2, model_config
-from ds2.training import TrainConfig, lr_factor, train
+from ds2.training import ConfigError, TrainConfig, lr_factor, train
 
 
 def _losses(out_dir) -> dict[int, str]:
@@ -127,6 +127,32 @@ def test_fit_and_average_report_bad_model_folders_without_a_traceback(tmp_path, 
     with pytest.raises(SystemExit):
         average.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "avg")])
     assert "error: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("features.kind='mfcc'", "unknown feature kind 'mfcc'"),
+    ("model_overrides.rnn_width=3", "rnn_width"),
+    ("model_overrides.conv_layers=5", "needs that many conv_kernels"),
+    ("learning_rate=1", "unknown training settings: learning_rate"),
+])
+def test_bad_settings_fail_at_load_time_in_one_line(setting, message, capsys):
+    from train import fit
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.load(ROOT / "train" / "configs" / "small.toml", [setting])
+    with pytest.raises(SystemExit) as exit_info:
+        fit.main([str(ROOT / "train" / "configs" / "small.toml"), setting])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_fit_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch):
+    """Only config, data and model-folder errors become a one-line `error:`; a bug's ValueError stays loud."""
+    from train import fit
+
+    def broken(config, resume):
+        raise ValueError("a bug deep in the loop")
+    monkeypatch.setattr(fit, "train", broken)
+    with pytest.raises(ValueError, match="a bug deep in the loop"):
+        fit.main([str(ROOT / "train" / "configs" / "small.toml"), f"out_dir='{tmp_path}'"])
 
 
 def test_keep_epochs_and_average(tmp_path):

@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     try:
         average(args.folders, args.out)
-    except (CheckpointError, ValueError) as e:
+    except CheckpointError as e:
         parser.exit(2, f"error: {e}\n")
     if args.dev:
         from ds2.data import SpeechDataset, read_manifest

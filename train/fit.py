@@ -7,7 +7,8 @@ import argparse
 import os
 
 from ds2.checkpoint import CheckpointError
-from ds2.training import TrainConfig, train
+from ds2.data import ManifestError
+from ds2.training import ConfigError, TrainConfig, train
 
 
 def main(argv=None) -> None:
@@ -19,7 +20,7 @@ def main(argv=None) -> None:
     try:
         config = TrainConfig.load(args.config, args.overrides)
         _, state = train(config, resume=args.resume)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:  # bad config, data or model folder
+    except (CheckpointError, ConfigError, ManifestError, FileNotFoundError) as e:  # not bugs: tracebacks for those
         parser.exit(2, f"error: {e}\n")
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return

@@ -4,6 +4,7 @@
     python -m train.lm build --out DIR --manifest ~/.cache/ds2/data/train.jsonl     # + transcripts
     python -m train.lm tune --emissions dev-emissions.npz --lm-dir DIR
     python -m train.lm beams --emissions dev-emissions.npz --lm-dir DIR
+    python -m train.lm overlap ~/.cache/ds2/data/librispeech-test.jsonl --manifest TRAIN.jsonl  # leak check
 
 `build` compiles KenLM's own `lmplz` and `build_binary` once from the kenlm sdist on PyPI (needs
 the Debian packages in APT_PACKAGES), normalises the books and the manifests' transcripts one
@@ -15,6 +16,10 @@ Pass training manifests only: an LM that has read the test transcripts makes tes
 emissions (an .npz with arrays lp_0, lp_1, ... of (T, V) log-probs and `refs`, their transcripts)
 and writes the best pair into lm.json. `beams` then times beam widths and pyctcdecode's pruning
 thresholds at that alpha/beta and keeps the fastest setting within a WER tolerance of the best.
+
+`overlap` checks that the LM has not read the test sentences some other way: LibriSpeech speakers
+read public-domain books, and the book text may hold what a test speaker read. It counts the
+transcripts that share a word n-gram (8 words by default) with the LM text.
 """
 
 import argparse
@@ -86,6 +91,33 @@ def corpus(books, manifests, manifest_repeat=1):
             transcripts = [normalize_text(json.loads(line)["text"]) for line in f if line.strip()]
         for _ in range(manifest_repeat):
             yield from filter(None, transcripts)
+
+
+def overlap(check_manifests, text_dir="../shared/data/text", manifests=(), n=8) -> list[dict]:
+    """For each of check_manifests: how many transcripts of at least n words share a word n-gram with
+    the LM text (the books under text_dir and the transcripts of `manifests`), read as one stream of
+    words (so n-grams across sentence ends count too: this errs towards finding overlap)."""
+    texts = {}
+    for path in check_manifests:
+        with open(Path(path).expanduser(), encoding="utf-8") as f:
+            texts[path] = [normalize_text(json.loads(line)["text"]).split() for line in f if line.strip()]
+    wanted = {tuple(words[i:i + n]) for ts in texts.values() for words in ts for i in range(len(words) - n + 1)}
+    found, window = set(), []
+    for sentence in corpus(book_files(text_dir), manifests):
+        for word in sentence.split():
+            window.append(word)
+            if len(window) > n:
+                del window[0]
+            if len(window) == n and (key := tuple(window)) in wanted:
+                found.add(key)
+    report = []
+    for path, ts in texts.items():
+        grams = [[tuple(words[i:i + n]) for i in range(len(words) - n + 1)] for words in ts]
+        long = [g for g in grams if g]
+        report.append(dict(manifest=str(path), transcripts=len(ts), long_enough=len(long),
+                           sharing=sum(any(x in found for x in g) for g in long),
+                           ngrams=sum(map(len, long)), ngrams_found=sum(x in found for g in long for x in g)))
+    return report
 
 
 def _missing_apt_packages() -> list[str]:
@@ -283,8 +315,17 @@ def main(argv=None) -> None:
     p.add_argument("--prune-logps", type=float, nargs="+", default=[-10.0, -6.0])
     p.add_argument("--token-min-logps", type=float, nargs="+", default=[-5.0, -3.0])
     p.add_argument("--tolerance", type=float, default=0.003, help="WER (fraction) given up for speed, at most")
+    p = sub.add_parser("overlap", help="count the transcripts that share a word n-gram with the LM text")
+    p.add_argument("check", nargs="+", metavar="MANIFEST", help="manifests to check (dev, test)")
+    p.add_argument("--text", default="../shared/data/text", help="the books, as for build")
+    p.add_argument("--manifest", action="append", default=[], help="the LM's training manifests, as for build")
+    p.add_argument("-n", type=int, default=8, help="n-gram length in words")
     args = parser.parse_args(argv)
-    if args.command == "build":
+    if args.command == "overlap":
+        for r in overlap(args.check, args.text, args.manifest, args.n):
+            print(f"{r['manifest']}: {r['sharing']} of {r['long_enough']} transcripts of {args.n}+ words share "
+                  f"a {args.n}-gram with the LM text ({r['ngrams_found']} of {r['ngrams']} {args.n}-grams)")
+    elif args.command == "build":
         info = build(args.out, args.text, args.manifest, args.order, args.prune, args.max_mb, args.memory,
                      manifest_repeat=args.manifest_repeat)
         print(json.dumps(info, indent=2))
