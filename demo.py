@@ -27,7 +27,7 @@ import numpy as np
 from ds2.audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
 from ds2.checkpoint import CheckpointError
 from ds2.data import read_manifest
-from ds2.decoding import Word, greedy_path
+from ds2.decoding import LMError, Word, greedy_path
 from ds2.text import ALPHABET, BLANK_ID, SPACE_ID, wer_cer
 from ds2.transcriber import Result, StreamingSession, Transcriber
 
@@ -476,7 +476,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         transcriber = Transcriber(args.model, lm=args.lm)
-    except (CheckpointError, FileNotFoundError) as e:
+    except (CheckpointError, LMError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         if args.cli:
             return 2

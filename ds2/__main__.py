@@ -12,7 +12,8 @@ import numpy as np
 
 from .audio import AudioError
 from .checkpoint import CheckpointError
-from .data import read_manifest
+from .data import ManifestError, read_manifest
+from .decoding import LMError
 from .evaluation import evaluate as evaluate_entries
 
 
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"transcribe": transcribe, "evaluate": evaluate}[args.command](args)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, AudioError, ManifestError, LMError, FileNotFoundError) as e:  # not bugs
         print(f"error: {e}", file=sys.stderr)
         return 2
 

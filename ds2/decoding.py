@@ -51,6 +51,10 @@ class Beam:
     total_score: float
 
 
+class LMError(ValueError):
+    """An LM folder whose lm.json cannot be read."""
+
+
 @dataclass(frozen=True)
 class LMParams:
     alpha: float = 0.5  # weight of the LM log-probability
@@ -157,10 +161,14 @@ class BeamDecoder:
     def from_dir(cls, lm_dir: str | Path) -> "BeamDecoder":
         """Load lm_dir/lm.json: {"lm": "lm.bin", "unigrams": "unigrams.txt", "alpha": ..., "beta": ..., ...}."""
         lm_dir = Path(lm_dir)
-        config = json.loads((lm_dir / "lm.json").read_text(encoding="utf-8"))
-        params = LMParams(**{f.name: config[f.name] for f in fields(LMParams) if f.name in config})
+        try:
+            config = json.loads((lm_dir / "lm.json").read_text(encoding="utf-8"))
+            params = LMParams(**{f.name: f.type(config[f.name]) for f in fields(LMParams) if f.name in config})
+            lm_file = lm_dir / config["lm"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise LMError(f"{lm_dir / 'lm.json'}: not a valid LM config ({type(e).__name__}: {e})") from None
         unigrams = (lm_dir / config["unigrams"]).read_text(encoding="utf-8").split() if config.get("unigrams") else None
-        return cls(lm_dir / config["lm"], unigrams, params)
+        return cls(lm_file, unigrams, params)
 
     def _search(self, log_probs, alpha, beta, beam_width, hotwords, hotword_weight, prune_history):
         p = self.params

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ds2.decoding import BeamDecoder, LMParams, greedy_decode, greedy_path
+from ds2.decoding import BeamDecoder, LMError, LMParams, greedy_decode, greedy_path
 from ds2.text import ALPHABET
 from train import lm as recipe
 
@@ -151,6 +151,13 @@ def test_from_dir_reads_lm_json(arpa, tmp_path):
     assert decoder.has_lm and decoder.params == LMParams(alpha=0.0, beta=2.0, beam_width=16)
     assert decoder.decode(AMBIGUOUS, FRAME).text == "the cst"  # alpha 0 from lm.json: acoustics alone
     assert decoder.decode(AMBIGUOUS, FRAME, alpha=1.0).text == "the cat"
+
+
+@pytest.mark.parametrize("text", ['{"lm": "lm.bin",', '{"unigrams": null}', '{"lm": "lm.bin", "alpha": "strong"}', "[]"])
+def test_from_dir_names_a_broken_lm_json(text, tmp_path):
+    (tmp_path / "lm.json").write_text(text)
+    with pytest.raises(LMError, match=r"lm.json: not a valid LM config"):
+        BeamDecoder.from_dir(tmp_path)
 
 
 def test_tune_picks_the_alpha_that_fixes_the_error(arpa, tmp_path):

@@ -151,6 +151,17 @@ def test_cli_evaluate_at_a_sample_rate(tiny_model_dir):
     assert proc.returncode == 2 and "not a plausible audio rate" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_cli_reports_a_broken_lm_folder_or_manifest_in_one_line(tiny_model_dir, tmp_path, capsys):
+    from ds2.__main__ import main
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "lm.json").write_text('{"alpha": 0.5}')
+    assert main(["transcribe", ENTRIES[0]["audio"], "--model", str(tiny_model_dir), "--lm", str(tmp_path / "lm")]) == 2
+    assert "error: " in (err := capsys.readouterr().err) and "not a valid LM config" in err
+    (tmp_path / "m.jsonl").write_text('{"audio": "a.wav"}\n')
+    assert main(["evaluate", str(tmp_path / "m.jsonl"), "--model", str(tiny_model_dir), "--lm", "none"]) == 2
+    assert "m.jsonl:1: not a manifest line" in capsys.readouterr().err
+
+
 def test_cli_without_bundled_model_says_so(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ds2", "transcribe", ENTRIES[0]["audio"], "--model", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
