@@ -102,6 +102,10 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.train, str):
             self.train = [self.train]
+        for f in fields(self):  # TOML gives each value its type: lr='fast' or epochs=2.5 is a mistake
+            value, want = getattr(self, f.name), (int, float) if f.type is float else f.type
+            if not isinstance(value, want) or (isinstance(value, bool) and f.type is not bool):
+                raise ConfigError(f"{f.name} = {value!r}: expected {f.type.__name__}")
         try:  # build the model and feature configs once, so that a bad field fails here, not mid-run
             model_config(self.model, n_feats=FeatureConfig(**self.features).n_feats, **self.model_overrides)
         except (TypeError, ValueError) as e:

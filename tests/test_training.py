@@ -134,6 +134,9 @@ def test_fit_and_average_report_bad_model_folders_without_a_traceback(tmp_path, 
     ("model_overrides.rnn_width=3", "rnn_width"),
     ("model_overrides.conv_layers=5", "needs that many conv_kernels"),
     ("learning_rate=1", "unknown training settings: learning_rate"),
+    ("lr=fast", "lr = 'fast': expected float"),
+    ("epochs=2.5", "epochs = 2.5: expected int"),
+    ("sortagrad=1", "sortagrad = 1: expected bool"),
 ])
 def test_bad_settings_fail_at_load_time_in_one_line(setting, message, capsys):
     from train import fit
