@@ -243,6 +243,16 @@ def test_overlap_finds_test_sentences_in_the_lm_text(tiny_text, tmp_path):
     assert with_train["sharing"] == 2
 
 
+def test_tune_can_leave_out_dev_utterances_the_lm_has_read(arpa, tiny_text, tmp_path, capsys):
+    (tmp_path / "lm.json").write_text(json.dumps({"lm": arpa.name, "unigrams": None}))
+    read = "the cat sat on the mat the dog"  # 8 words of the book, across a sentence end
+    np.savez(tmp_path / "dev.npz", refs=np.array([read, "the cat"]), lp_0=emissions(read), lp_1=AMBIGUOUS)
+    recipe.main(["tune", "--emissions", str(tmp_path / "dev.npz"), "--lm-dir", str(tmp_path), "--alphas", "1",
+                 "--betas", "0", "--beam-width", "8", "--leave-out-overlap", str(tiny_text)])
+    assert "left out 1 of 2 utterances" in capsys.readouterr().out
+    assert json.loads((tmp_path / "lm.json").read_text())["tuned_utterances"] == 1
+
+
 def test_build_runs_lmplz_on_a_tiny_corpus(kenlm_bin, tiny_text, tmp_path):
     kenlm = pytest.importorskip("kenlm")
     (tmp_path / "train.jsonl").write_text(json.dumps({"audio": "a.wav", "text": "THE CAT RAN", "duration": 1}) + "\n")

@@ -19,7 +19,9 @@ thresholds at that alpha/beta and keeps the fastest setting within a WER toleran
 
 `overlap` checks that the LM has not read the test sentences some other way: LibriSpeech speakers
 read public-domain books, and the book text may hold what a test speaker read. It counts the
-transcripts that share a word n-gram (8 words by default) with the LM text.
+transcripts that share a word n-gram (8 words by default) with the LM text. `tune
+--leave-out-overlap TEXT_DIR` tunes without the dev utterances that do: the LM would predict them
+too well and favour a high alpha.
 """
 
 import argparse
@@ -93,15 +95,15 @@ def corpus(books, manifests, manifest_repeat=1):
             yield from filter(None, transcripts)
 
 
-def overlap(check_manifests, text_dir="../shared/data/text", manifests=(), n=8) -> list[dict]:
-    """For each of check_manifests: how many transcripts of at least n words share a word n-gram with
-    the LM text (the books under text_dir and the transcripts of `manifests`), read as one stream of
-    words (so n-grams across sentence ends count too: this errs towards finding overlap)."""
-    texts = {}
-    for path in check_manifests:
-        with open(Path(path).expanduser(), encoding="utf-8") as f:
-            texts[path] = [normalize_text(json.loads(line)["text"]).split() for line in f if line.strip()]
-    wanted = {tuple(words[i:i + n]) for ts in texts.values() for words in ts for i in range(len(words) - n + 1)}
+def ngrams(words: list[str], n: int) -> list[tuple]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def shared_ngrams(transcripts, text_dir="../shared/data/text", manifests=(), n=8) -> set[tuple]:
+    """The word n-grams of `transcripts` (lists of words) that occur in the LM text: the books under
+    text_dir and the transcripts of `manifests`, read as one stream of words (so n-grams across
+    sentence ends count too: this errs towards finding overlap)."""
+    wanted = {g for words in transcripts for g in ngrams(words, n)}
     found, window = set(), []
     for sentence in corpus(book_files(text_dir), manifests):
         for word in sentence.split():
@@ -110,9 +112,20 @@ def overlap(check_manifests, text_dir="../shared/data/text", manifests=(), n=8) 
                 del window[0]
             if len(window) == n and (key := tuple(window)) in wanted:
                 found.add(key)
+    return found
+
+
+def overlap(check_manifests, text_dir="../shared/data/text", manifests=(), n=8) -> list[dict]:
+    """For each of check_manifests: how many transcripts of at least n words share a word n-gram
+    with the LM text (see shared_ngrams)."""
+    texts = {}
+    for path in check_manifests:
+        with open(Path(path).expanduser(), encoding="utf-8") as f:
+            texts[path] = [normalize_text(json.loads(line)["text"]).split() for line in f if line.strip()]
+    found = shared_ngrams([words for ts in texts.values() for words in ts], text_dir, manifests, n)
     report = []
     for path, ts in texts.items():
-        grams = [[tuple(words[i:i + n]) for i in range(len(words) - n + 1)] for words in ts]
+        grams = [ngrams(words, n) for words in ts]
         long = [g for g in grams if g]
         report.append(dict(manifest=str(path), transcripts=len(ts), long_enough=len(long),
                            sharing=sum(any(x in found for x in g) for g in long),
@@ -307,6 +320,8 @@ def main(argv=None) -> None:
     p.add_argument("--betas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
     p.add_argument("--beam-width", type=int, default=64, help="beam width for the alpha/beta grid")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--leave-out-overlap", metavar="TEXT_DIR", help="leave out the dev utterances that share an "
+                   "8-gram with the books in TEXT_DIR (they would favour a high alpha)")
     p = sub.add_parser("beams", help="time beam widths and pruning at the tuned alpha/beta on dev emissions; "
                                      "keep the fastest within --tolerance of the best WER")
     p.add_argument("--emissions", required=True)
@@ -337,8 +352,13 @@ def main(argv=None) -> None:
                   f"  WER {r['wer']:6.2%}  {r['seconds']:6.2f} s")
         print(f"chosen: {json.dumps(chosen)}, written to {Path(args.lm_dir) / 'lm.json'}")
     else:
-        alpha, beta, table = tune(load_emissions(args.emissions), args.lm_dir, args.alphas, args.betas,
-                                  args.beam_width, args.jobs)
+        items = load_emissions(args.emissions)
+        if args.leave_out_overlap:
+            words = [normalize_text(ref).split() for _, ref in items]
+            found = shared_ngrams(words, args.leave_out_overlap)
+            items = [item for item, w in zip(items, words) if not found.intersection(ngrams(w, 8))]
+            print(f"left out {len(words) - len(items)} of {len(words)} utterances that share an 8-gram with the books")
+        alpha, beta, table = tune(items, args.lm_dir, args.alphas, args.betas, args.beam_width, args.jobs)
         for a, b, wer in table:
             print(f"alpha {a:4.2f}  beta {b:4.2f}  WER {wer:6.2%}")
         print(f"best: alpha {alpha} beta {beta}, written to {Path(args.lm_dir) / 'lm.json'}")
