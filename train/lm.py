@@ -36,6 +36,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -95,27 +96,28 @@ def corpus(books, manifests, manifest_repeat=1):
             yield from filter(None, transcripts)
 
 
+OVERLAP_WORDS = 8  # n-gram length for the leak check: long enough that a shared one is no accident
+
+
 def ngrams(words: list[str], n: int) -> list[tuple]:
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
-def shared_ngrams(transcripts, text_dir="../shared/data/text", manifests=(), n=8) -> set[tuple]:
+def shared_ngrams(transcripts, text_dir="../shared/data/text", manifests=(), n=OVERLAP_WORDS) -> set[tuple]:
     """The word n-grams of `transcripts` (lists of words) that occur in the LM text: the books under
     text_dir and the transcripts of `manifests`, read as one stream of words (so n-grams across
     sentence ends count too: this errs towards finding overlap)."""
     wanted = {g for words in transcripts for g in ngrams(words, n)}
-    found, window = set(), []
+    found, window = set(), deque(maxlen=n)
     for sentence in corpus(book_files(text_dir), manifests):
         for word in sentence.split():
             window.append(word)
-            if len(window) > n:
-                del window[0]
             if len(window) == n and (key := tuple(window)) in wanted:
                 found.add(key)
     return found
 
 
-def overlap(check_manifests, text_dir="../shared/data/text", manifests=(), n=8) -> list[dict]:
+def overlap(check_manifests, text_dir="../shared/data/text", manifests=(), n=OVERLAP_WORDS) -> list[dict]:
     """For each of check_manifests: how many transcripts of at least n words share a word n-gram
     with the LM text (see shared_ngrams)."""
     texts = {}
@@ -321,7 +323,7 @@ def main(argv=None) -> None:
     p.add_argument("--beam-width", type=int, default=64, help="beam width for the alpha/beta grid")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--leave-out-overlap", metavar="TEXT_DIR", help="leave out the dev utterances that share an "
-                   "8-gram with the books in TEXT_DIR (they would favour a high alpha)")
+                   f"{OVERLAP_WORDS}-gram with the books in TEXT_DIR (they would favour a high alpha)")
     p = sub.add_parser("beams", help="time beam widths and pruning at the tuned alpha/beta on dev emissions; "
                                      "keep the fastest within --tolerance of the best WER")
     p.add_argument("--emissions", required=True)
@@ -334,7 +336,7 @@ def main(argv=None) -> None:
     p.add_argument("check", nargs="+", metavar="MANIFEST", help="manifests to check (dev, test)")
     p.add_argument("--text", default="../shared/data/text", help="the books, as for build")
     p.add_argument("--manifest", action="append", default=[], help="the LM's training manifests, as for build")
-    p.add_argument("-n", type=int, default=8, help="n-gram length in words")
+    p.add_argument("-n", type=int, default=OVERLAP_WORDS, help="n-gram length in words")
     args = parser.parse_args(argv)
     if args.command == "overlap":
         for r in overlap(args.check, args.text, args.manifest, args.n):
@@ -356,8 +358,9 @@ def main(argv=None) -> None:
         if args.leave_out_overlap:
             words = [normalize_text(ref).split() for _, ref in items]
             found = shared_ngrams(words, args.leave_out_overlap)
-            items = [item for item, w in zip(items, words) if not found.intersection(ngrams(w, 8))]
-            print(f"left out {len(words) - len(items)} of {len(words)} utterances that share an 8-gram with the books")
+            items = [item for item, w in zip(items, words) if not found.intersection(ngrams(w, OVERLAP_WORDS))]
+            print(f"left out {len(words) - len(items)} of {len(words)} utterances that share an {OVERLAP_WORDS}-gram "
+                  "with the books")
         alpha, beta, table = tune(items, args.lm_dir, args.alphas, args.betas, args.beam_width, args.jobs)
         for a, b, wer in table:
             print(f"alpha {a:4.2f}  beta {b:4.2f}  WER {wer:6.2%}")
