@@ -202,6 +202,14 @@ def test_book_files_leave_out_the_librispeech_transcripts(tmp_path):
         "books.txt.xz", "gutenberg/emma.txt"]
 
 
+def test_corpus_reads_manifests_and_id_text_transcript_lists_repeated(tmp_path):
+    (tmp_path / "train.jsonl").write_text(json.dumps({"audio": "a.wav", "text": "Enter 7", "duration": 1}) + "\n")
+    (tmp_path / "dev-clean.txt").write_text("1272-128104-0000 MISTER QUILTER'S MANNER\n\n1272-128104-0001\n")
+    assert recipe.transcripts(tmp_path / "dev-clean.txt") == ["mister quilter's manner"]
+    assert list(recipe.corpus([], [tmp_path / "train.jsonl", tmp_path / "dev-clean.txt"], manifest_repeat=2)) == [
+        "enter seven", "enter seven", "mister quilter's manner", "mister quilter's manner"]
+
+
 def test_pruning_has_one_threshold_per_order_and_keeps_unigrams():
     assert recipe.pruning("0 1 1 2", 3) == "0 1 1"
     assert recipe.pruning("0 1", 4) == "0 1 1 1"

@@ -2,6 +2,7 @@
 
     python -m train.lm build --out ~/.cache/ds2/lm                                  # books only
     python -m train.lm build --out DIR --manifest ~/.cache/ds2/data/train.jsonl     # + transcripts
+    python -m train.lm build --out DIR --manifest ../shared/data/text/librispeech-dev-clean.txt  # ID TEXT lines
     python -m train.lm tune --emissions dev-emissions.npz --lm-dir DIR
     python -m train.lm beams --emissions dev-emissions.npz --lm-dir DIR
     python -m train.lm overlap ~/.cache/ds2/data/librispeech-test.jsonl --manifest TRAIN.jsonl  # leak check
@@ -82,6 +83,17 @@ def book_files(text_dir) -> list[Path]:
     return sorted(text_dir.glob("*.txt.xz")) + sorted(text_dir.glob("gutenberg/*.txt"))
 
 
+def transcripts(path) -> list[str]:
+    """The normalised transcripts of a manifest (.jsonl, a "text" per line) or of a transcript list
+    (any other file: "ID TEXT" per line, as LibriSpeech's *.trans.txt)."""
+    path = Path(path).expanduser()
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    if path.suffix == ".jsonl":
+        return [normalize_text(json.loads(line)["text"]) for line in lines]
+    return [normalize_text(line.split(maxsplit=1)[1]) for line in lines if len(line.split(maxsplit=1)) == 2]
+
+
 def corpus(books, manifests, manifest_repeat=1):
     """Yield the LM training text, one normalised sentence per line; the manifests' transcripts
     `manifest_repeat` times, so that in-domain n-grams (spelled letters, digits) survive pruning."""
@@ -90,10 +102,9 @@ def corpus(books, manifests, manifest_repeat=1):
             for paragraph in paragraphs(f):
                 yield from sentences(paragraph)
     for path in manifests:
-        with open(Path(path).expanduser(), encoding="utf-8") as f:
-            transcripts = [normalize_text(json.loads(line)["text"]) for line in f if line.strip()]
+        texts = transcripts(path)
         for _ in range(manifest_repeat):
-            yield from filter(None, transcripts)
+            yield from filter(None, texts)
 
 
 OVERLAP_WORDS = 8  # n-gram length for the leak check: long enough that a shared one is no accident
@@ -122,8 +133,7 @@ def overlap(check_manifests, text_dir="../shared/data/text", manifests=(), n=OVE
     with the LM text (see shared_ngrams)."""
     texts = {}
     for path in check_manifests:
-        with open(Path(path).expanduser(), encoding="utf-8") as f:
-            texts[path] = [normalize_text(json.loads(line)["text"]).split() for line in f if line.strip()]
+        texts[path] = [t.split() for t in transcripts(path)]
     found = shared_ngrams([words for ts in texts.values() for words in ts], text_dir, manifests, n)
     report = []
     for path, ts in texts.items():
@@ -309,7 +319,8 @@ def main(argv=None) -> None:
     p = sub.add_parser("build", help="build lm.bin, unigrams.txt and lm.json")
     p.add_argument("--out", default=str(Path.home() / ".cache" / "ds2" / "lm"))
     p.add_argument("--text", default="../shared/data/text", help="folder with books-*.txt.xz and gutenberg/")
-    p.add_argument("--manifest", action="append", default=[], help="add this manifest's transcripts (never test!)")
+    p.add_argument("--manifest", action="append", default=[],
+                   help="add the transcripts of this manifest (.jsonl) or transcript list (ID TEXT lines); never test!")
     p.add_argument("--manifest-repeat", type=int, default=1, help="repeat the manifests' transcripts N times")
     p.add_argument("--order", type=int, default=4)
     p.add_argument("--prune", default="0 1 1 2", help="lmplz --prune count thresholds per order")
@@ -341,7 +352,7 @@ def main(argv=None) -> None:
     if args.command == "overlap":
         for r in overlap(args.check, args.text, args.manifest, args.n):
             print(f"{r['manifest']}: {r['sharing']} of {r['long_enough']} transcripts of {args.n}+ words share "
-                  f"a {args.n}-gram with the LM text ({r['ngrams_found']} of {r['ngrams']} {args.n}-grams)")
+                  f"at least one {args.n}-gram with the LM text ({r['ngrams_found']} of {r['ngrams']} {args.n}-grams)")
     elif args.command == "build":
         info = build(args.out, args.text, args.manifest, args.order, args.prune, args.max_mb, args.memory,
                      manifest_repeat=args.manifest_repeat)
