@@ -10,6 +10,10 @@ Two nodes, 8 GPUs each (run on both; node_rank 0 and 1):
     torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --rdzv_backend=c10d \
         --rdzv_endpoint=HOST0:29500 -m train.fit train/configs/large.toml out_dir=/shared/runs/large
 
+`dev` names one manifest or several (`dev = ["librispeech-dev.jsonl", "an4-dev.jsonl"]`): the
+model is selected on their pooled greedy WER, and with several, each one's WER and CER is printed
+too (and logged to TensorBoard), so that a gain on one part cannot hide a loss on another.
+
 `out_dir` receives `last.pt` (resume state, rewritten atomically every `checkpoint_every` steps and
 at each epoch's end), `best/` (the model with the best dev WER, as safetensors + config.json),
 `log.csv` and TensorBoard event files; with `keep_epochs=N`, also `epochs/NNN/`: the model at the
@@ -45,7 +49,7 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     train: list = field(default_factory=list)  # manifests to train on
-    dev: str = ""  # manifest for model selection (never the test set)
+    dev: list = field(default_factory=list)  # manifests for model selection, pooled; each one's WER is printed too
     out_dir: str = "~/.cache/ds2/runs/default"
     model: str = "small"  # named ModelConfig ...
     model_overrides: dict = field(default_factory=dict)  # ... with these fields changed
@@ -102,6 +106,8 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.train, str):
             self.train = [self.train]
+        if isinstance(self.dev, str):  # dev = "dev.jsonl" or dev = ["librispeech-dev.jsonl", "an4-dev.jsonl"]
+            self.dev = [self.dev] if self.dev else []
         for f in fields(self):  # TOML gives each value its type: lr='fast' or epochs=2.5 is a mistake
             value, want = getattr(self, f.name), (int, float) if f.type is float else f.type
             if not isinstance(value, want) or (isinstance(value, bool) and f.type is not bool):
@@ -121,9 +127,14 @@ def lr_factor(step: int, warmup: int, total: int, final: float) -> float:
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-@torch.no_grad()
 def evaluate(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_seconds: float = 240.0) -> tuple[float, float]:
     """Corpus-level greedy (WER, CER) of `model` on `dataset` (errors summed over the corpus)."""
+    return wer_cer(greedy_pairs(model, dataset, device, max_batch_seconds))
+
+
+@torch.no_grad()
+def greedy_pairs(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_seconds: float = 240.0) -> list:
+    """(reference, greedy hypothesis) for each utterance of `dataset`."""
     model.eval()
     frame_seconds = 0.0  # timings are not needed here
     sampler = BucketBatchSampler([e["duration"] for e in dataset.entries], max_batch_seconds, sortagrad=True)
@@ -135,7 +146,7 @@ def evaluate(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_secon
         for lp, n, ref in zip(log_probs.float().cpu().numpy(), lengths.tolist(), batch["texts"]):
             pairs.append((ref, greedy_decode(lp[:n], frame_seconds).text))
     model.train()
-    return wer_cer(pairs)
+    return pairs
 
 
 def save_epoch(folder: Path, epoch: int, keep: int, model: DeepSpeech2, features: FeatureConfig, meta: dict) -> None:
@@ -176,7 +187,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     train_set = SpeechDataset(entries, extractor, augment, seed=cfg.seed, cache_audio=cfg.cache_audio)
     sampler = BucketBatchSampler([e["duration"] for e in entries], cfg.max_batch_seconds, cfg.seed,
                                  cfg.sortagrad, rank, world, cfg.max_batch_size)
-    dev_set = SpeechDataset(read_manifest(cfg.dev), extractor, cache_audio=True) if cfg.dev and main_process else None
+    dev_sets = {m: SpeechDataset(read_manifest(m), extractor, cache_audio=True) for m in cfg.dev} if main_process else {}
 
     # --- model, optimiser, schedule ---
     model = DeepSpeech2(model_config(cfg.model, n_feats=features.n_feats, **cfg.model_overrides))
@@ -282,9 +293,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         if stop and state["batch"] < steps_per_epoch:
             break
         state["epoch"], state["batch"] = state["epoch"] + 1, 0
-        if dev_set is not None:
-            wer, cer = evaluate(model, dev_set, device, cfg.max_batch_seconds)
-            print(f"epoch {state['epoch']}: dev WER {wer:.2%} CER {cer:.2%} (greedy); "
+        if dev_sets:
+            parts = {m: greedy_pairs(model, d, device, cfg.max_batch_seconds) for m, d in dev_sets.items()}
+            wer, cer = wer_cer([pair for pairs in parts.values() for pair in pairs])
+            scores = {Path(m).name: wer_cer(pairs) for m, pairs in parts.items()} if len(parts) > 1 else {}
+            for name, (part_wer, part_cer) in scores.items():
+                writer.add_scalar(f"dev/{name}/wer", part_wer, state["step"])
+                writer.add_scalar(f"dev/{name}/cer", part_cer, state["step"])
+            each = "".join(f"; {name} WER {w:.2%} CER {c:.2%}" for name, (w, c) in scores.items())
+            print(f"epoch {state['epoch']}: dev WER {wer:.2%} CER {cer:.2%} (greedy){each}; "
                   f"skipped {state['skipped_batches']} batches, {state['skipped_utterances']} utterances")
             writer.add_scalar("dev/wer", wer, state["step"])
             writer.add_scalar("dev/cer", cer, state["step"])
@@ -301,7 +318,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         checkpoint()
     checkpoint()
     if main_process:
-        if dev_set is None:  # no dev set: the last model is the one to keep
+        if not dev_sets:  # no dev set: the last model is the one to keep
             save_model(out_dir / "best", model, features, {"epoch": state["epoch"], "step": state["step"],
                                                            "train": cfg.train})
         writer.close()

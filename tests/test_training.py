@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -156,6 +157,20 @@ def test_fit_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch):
     monkeypatch.setattr(fit, "train", broken)
     with pytest.raises(ValueError, match="a bug deep in the loop"):
         fit.main([str(ROOT / "train" / "configs" / "small.toml"), f"out_dir='{tmp_path}'"])
+
+
+def test_dev_may_be_several_manifests_pooled_for_selection_and_printed_each(tmp_path, capsys):
+    from ds2.checkpoint import load_model
+    from ds2.data import read_manifest
+    entries = read_manifest(TINY_MANIFEST)
+    parts = [tmp_path / "dev-a.jsonl", tmp_path / "dev-b.jsonl"]
+    for part, chunk in zip(parts, (entries[:4], entries[4:])):
+        part.write_text("".join(json.dumps(e) + "\n" for e in chunk))
+    assert tiny_config(tmp_path, 1, dev="one.jsonl").dev == ["one.jsonl"] and tiny_config(tmp_path, 1).dev == []
+    train(tiny_config(tmp_path / "run", 2, epochs=1, dev=[str(p) for p in parts]))
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch 1: dev WER"))
+    assert "; dev-a.jsonl WER " in line and "; dev-b.jsonl WER " in line
+    assert load_model(tmp_path / "run" / "best")[2]["dev"] == [str(p) for p in parts]
 
 
 def test_keep_epochs_and_average(tmp_path):
