@@ -171,6 +171,10 @@ def test_dev_may_be_several_manifests_pooled_for_selection_and_printed_each(tmp_
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch 1: dev WER"))
     assert "; dev-a.jsonl WER " in line and "; dev-b.jsonl WER " in line
     assert load_model(tmp_path / "run" / "best")[2]["dev"] == [str(p) for p in parts]
+    from train import average
+    average.main([str(tmp_path / "run" / "best"), "--out", str(tmp_path / "avg"), "--dev", *map(str, parts)])
+    out = capsys.readouterr().out
+    assert out.count("; dev-a.jsonl WER ") == 2 and out.count("; dev-b.jsonl WER ") == 2  # the input and the mean
 
 
 def test_keep_epochs_and_average(tmp_path):

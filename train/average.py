@@ -38,7 +38,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", help="model folders (e.g. RUN/epochs/NNN)")
     parser.add_argument("--out", required=True, help="where to write the averaged model folder")
-    parser.add_argument("--dev", help="a manifest: print greedy WER/CER of each folder and of the average")
+    parser.add_argument("--dev", nargs="+", metavar="MANIFEST",
+                        help="print the greedy WER/CER of each folder and of the average on these manifests "
+                             "(pooled, and each one's when there are several)")
     args = parser.parse_args(argv)
     try:
         average(args.folders, args.out)
@@ -47,13 +49,14 @@ def main(argv=None) -> None:
     if args.dev:
         from ds2.data import SpeechDataset, read_manifest
         from ds2.features import FeatureExtractor
-        from ds2.training import evaluate
-        dev = None  # one dataset for all: average() checked that the folders share their features
+        from ds2.training import evaluate_parts, format_parts
+        dev = None  # one set of datasets for all: average() checked that the folders share their features
         for folder in [*args.folders, args.out]:
             model, features, _ = load_model(Path(folder).expanduser())
-            dev = dev or SpeechDataset(read_manifest(args.dev), FeatureExtractor(features), cache_audio=True)
-            wer, cer = evaluate(model, dev, "cpu")
-            print(f"{folder}: dev WER {wer:.2%} CER {cer:.2%} (greedy)")
+            dev = dev or {m: SpeechDataset(read_manifest(m), FeatureExtractor(features), cache_audio=True)
+                          for m in args.dev}
+            (wer, cer), scores = evaluate_parts(model, dev, "cpu")
+            print(f"{folder}: dev WER {wer:.2%} CER {cer:.2%} (greedy){format_parts(scores)}")
     print(f"wrote {args.out}")
 
 
