@@ -91,7 +91,8 @@ def transcripts(path) -> list[str]:
         lines = [line for line in f if line.strip()]
     if path.suffix == ".jsonl":
         return [normalize_text(json.loads(line)["text"]) for line in lines]
-    return [normalize_text(line.split(maxsplit=1)[1]) for line in lines if len(line.split(maxsplit=1)) == 2]
+    fields = [line.split(maxsplit=1) for line in lines]
+    return [normalize_text(f[1]) for f in fields if len(f) == 2]  # an ID alone is an empty transcript
 
 
 def corpus(books, manifests, manifest_repeat=1):
