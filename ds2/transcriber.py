@@ -11,6 +11,7 @@ call these, and nothing else touches the model.
 import contextlib
 import sys
 import time
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -75,10 +76,14 @@ class Transcriber:
         self.model_dir, self.device = model_dir, torch.device(device)
         self.extractor = FeatureExtractor(self.feature_config)
         self.frame_seconds = self.model.config.time_stride / self.feature_config.frames_per_second
+        asked_for_none = lm in (None, "none")
         if lm == "default":
             lm = DEFAULT_LM if (DEFAULT_LM / "lm.json").exists() else None
         if lm in (None, "none"):
-            self.lm_dir, self.beam = None, BeamDecoder()
+            with warnings.catch_warnings():  # BeamDecoder warns that it has no LM: news only if one was expected
+                if asked_for_none:
+                    warnings.filterwarnings("ignore", "beam search runs without a language model")
+                self.lm_dir, self.beam = None, BeamDecoder()
         else:
             self.lm_dir = Path(lm)
             if not (self.lm_dir / "lm.json").exists():

@@ -95,6 +95,18 @@ def test_long_audio_is_transcribed_in_segments(transcriber):
     assert r.greedy_words[-1].end == pytest.approx(r.duration, abs=1.0)  # times run across segments
 
 
+def test_no_lm_warning_only_when_an_lm_was_expected(tiny_model_dir, tmp_path, monkeypatch):
+    import warnings
+
+    from ds2 import transcriber
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # --lm none asked for no LM: nothing to warn about
+        assert Transcriber(tiny_model_dir, lm="none").lm_dir is None and Transcriber(tiny_model_dir, lm=None).beam
+    monkeypatch.setattr(transcriber, "DEFAULT_LM", tmp_path / "no-lm")
+    with pytest.warns(UserWarning, match="without a language model"):  # the bundled LM is missing
+        Transcriber(tiny_model_dir)
+
+
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="missing"):
         Transcriber(tmp_path, lm=None)
