@@ -3,7 +3,8 @@
 Greedy decoding takes the most likely symbol in each frame, merges repeats and drops blanks.
 Beam search (pyctcdecode) keeps the `beam_width` best prefixes and, with a KenLM n-gram model,
 ranks them as the DS2 paper does:  log P_ctc(y|x) + alpha * log P_lm(y) + beta * words(y).
-Without kenlm or an LM file it still runs a beam search, on the acoustic scores alone, and warns.
+Without an LM file it runs a beam search on the acoustic scores alone; given an LM file but no kenlm,
+it does the same and warns.
 """
 
 import contextlib
@@ -142,9 +143,9 @@ class BeamDecoder:
             raise FileNotFoundError(f"language model not found: {lm_path}")
         self.params = params
         self.has_lm = lm_path is not None and importlib.util.find_spec("kenlm") is not None
-        if not self.has_lm:
-            why = "kenlm is not installed (pip install kenlm)" if lm_path else "no LM file was given"
-            warnings.warn(f"beam search runs without a language model: {why}", stacklevel=2)
+        if lm_path is not None and not self.has_lm:  # asked for an LM and cannot have it; no LM file is a choice
+            warnings.warn("beam search runs without a language model: kenlm is not installed (pip install kenlm)",
+                          stacklevel=2)
         fast_vocabulary = self.has_lm and unigrams is not None
         with _quiet_pyctcdecode(fast_vocabulary):
             self._decoder = build_ctcdecoder(LABELS, str(lm_path) if self.has_lm else None,

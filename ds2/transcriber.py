@@ -76,14 +76,13 @@ class Transcriber:
         self.model_dir, self.device = model_dir, torch.device(device)
         self.extractor = FeatureExtractor(self.feature_config)
         self.frame_seconds = self.model.config.time_stride / self.feature_config.frames_per_second
-        asked_for_none = lm in (None, "none")
         if lm == "default":
             lm = DEFAULT_LM if (DEFAULT_LM / "lm.json").exists() else None
+            if lm is None:
+                warnings.warn(f"beam search runs without a language model: none bundled in {DEFAULT_LM}"
+                              " (train/README.md builds it)", stacklevel=2)
         if lm in (None, "none"):
-            with warnings.catch_warnings():  # BeamDecoder warns that it has no LM: news only if one was expected
-                if asked_for_none:
-                    warnings.filterwarnings("ignore", "beam search runs without a language model")
-                self.lm_dir, self.beam = None, BeamDecoder()
+            self.lm_dir, self.beam = None, BeamDecoder()
         else:
             self.lm_dir = Path(lm)
             if not (self.lm_dir / "lm.json").exists():
