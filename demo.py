@@ -12,7 +12,6 @@ The handlers below take paths and arrays and return plain values, so tests call 
 import argparse
 import atexit
 import difflib
-import json
 import shutil
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from ds2.audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
 from ds2.checkpoint import CheckpointError
 from ds2.data import read_manifest
 from ds2.decoding import LMError, Word, greedy_path
+from ds2 import transcripts
 from ds2.text import ALPHABET, BLANK_ID, SPACE_ID, wer_cer
 from ds2.transcriber import Result, StreamingSession, Transcriber
 
@@ -75,40 +75,13 @@ def word_rows(words) -> list[list]:
     return [[w.word, round(w.start, 2), round(w.end, 2), round(w.confidence, 2)] for w in words]
 
 
-def srt(words, max_words: int = 8, max_gap: float = 1.0) -> str:
-    """Subtitles: cues of at most `max_words` words, split where a pause is longer than `max_gap` s."""
-    cues = []
-    for w in words:
-        if cues and len(cues[-1]) < max_words and w.start - cues[-1][-1].end <= max_gap:
-            cues[-1].append(w)
-        else:
-            cues.append([w])
-    return "".join(f"{i}\n{_srt_time(c[0].start)} --> {_srt_time(c[-1].end)}\n{' '.join(w.word for w in c)}\n\n"
-                   for i, c in enumerate(cues, 1))
-
-
-def _srt_time(seconds: float) -> str:
-    minutes, ms = divmod(round(seconds * 1000), 60_000)
-    return f"{minutes // 60:02d}:{minutes % 60:02d}:{ms // 1000:02d},{ms % 1000:03d}"
-
-
 def export(result, name: str, folder: Path, keep_seconds: float = EXPORT_KEEP_SECONDS) -> list[str]:
     """Write the transcript as name.txt (LM text), name.srt (LM words) and name.json (both) into a
     new subfolder of `folder`; subfolders older than `keep_seconds` are removed first."""
     for old in folder.glob("*/"):
         if time.time() - old.stat().st_mtime > keep_seconds:
             shutil.rmtree(old, ignore_errors=True)
-    folder = folder / uuid.uuid4().hex
-    folder.mkdir(parents=True)
-    as_dicts = lambda words: [{"word": w.word, "start": round(w.start, 2), "end": round(w.end, 2),
-                               "confidence": round(w.confidence, 3)} for w in words]
-    files = {".txt": result.lm + "\n", ".srt": srt(result.words),
-             ".json": json.dumps({"greedy": result.greedy, "lm": result.lm, "duration": round(result.duration, 3),
-                                  "greedy_words": as_dicts(result.greedy_words), "words": as_dicts(result.words)},
-                                 indent=2) + "\n"}
-    for suffix, text in files.items():
-        (folder / (name + suffix)).write_text(text, encoding="utf-8")
-    return [str(folder / (name + suffix)) for suffix in files]
+    return [str(path) for path in transcripts.write(result, folder / uuid.uuid4().hex, name, ("txt", "srt", "json"))]
 
 
 def read_samples(folder) -> list[dict]:

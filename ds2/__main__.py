@@ -1,12 +1,13 @@
 """The command line: a thin layer over ds2.Transcriber.
 
-    python -m ds2 transcribe FILE... [--model DIR] [--lm DIR|none] [--json]
+    python -m ds2 transcribe FILE... [--model DIR] [--lm DIR|none] [--json] [--output-dir DIR [--output-format srt,vtt]]
     python -m ds2 evaluate MANIFEST [--model DIR] [--lm DIR|none] [--save-emissions FILE.npz] [--sample-rate HZ]
 """
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -15,11 +16,43 @@ from .checkpoint import CheckpointError
 from .data import ManifestError, read_manifest
 from .decoding import LMError
 from .evaluation import evaluate as evaluate_entries
+from .transcripts import FORMATS, word_dicts
+from .transcripts import write as write_transcripts
 
 
 def _transcriber(args):
     from .transcriber import Transcriber
     return Transcriber(args.model, lm="default" if args.lm is None else args.lm)
+
+
+def _output_names(files: list[str], output_dir: str, formats: list[str]) -> dict[str, str]:
+    """Each input's output name (its file name without the suffix), after checking that no two inputs
+    share one and that no output would overwrite an input; creates `output_dir`. ValueError says why not."""
+    names, taken = {}, {}
+    for path in files:
+        name = Path(path).stem
+        if name in taken and taken[name] != path:
+            raise ValueError(f"{taken[name]} and {path} would both be written as {name}.* in {output_dir}: "
+                             "transcribe them into different --output-dir folders")
+        names[path], taken[name] = name, path
+    inputs = {Path(f).resolve() for f in files}
+    clobbered = [f"{name}.{fmt}" for name in taken for fmt in formats
+                 if (Path(output_dir) / f"{name}.{fmt}").resolve() in inputs]
+    if clobbered:
+        raise ValueError(f"writing {clobbered[0]} into {output_dir} would overwrite an input file")
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the output folder {output_dir}: {e.strerror or e}") from None
+    return names
+
+
+def _output_formats(text: str) -> list[str]:
+    formats = list(FORMATS) if text == "all" else [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 'all' or some of {','.join(FORMATS)}, comma-separated")
+    return list(dict.fromkeys(formats))
 
 
 def transcribe(args) -> int:
@@ -36,11 +69,12 @@ def transcribe(args) -> int:
         if args.json:
             print(json.dumps({
                 "path": path, "greedy": r.greedy, "lm": r.lm, "duration": round(r.duration, 3),
-                "words": [{"word": w.word, "start": round(w.start, 2), "end": round(w.end, 2),
-                           "confidence": round(w.confidence, 3)} for w in r.words],
+                "words": word_dicts(r.words),
                 "seconds": {k: round(v, 4) for k, v in r.timings.items()}}), flush=True)
         else:
             print(f"{path}\n  greedy: {r.greedy}\n  lm:     {r.lm}", flush=True)
+        if args.output_dir:
+            write_transcripts(r, args.output_dir, args.names[path], args.output_format)
     return 1 if failed else 0
 
 
@@ -71,6 +105,11 @@ def main(argv=None) -> int:
         p.add_argument("--lm", help="LM folder, or 'none' for no LM (default: the bundled LM in assets/lm)")
         p.add_argument("--json", action="store_true", help="JSON output, one object per line")
     sub.choices["transcribe"].add_argument("files", nargs="+", metavar="FILE")
+    sub.choices["transcribe"].add_argument("-o", "--output-dir", metavar="DIR",
+                                           help="also write each transcript as DIR/NAME.txt, .srt, .vtt and .json")
+    sub.choices["transcribe"].add_argument("--output-format", type=_output_formats, default=list(FORMATS),
+                                           metavar="LIST", help=f"with --output-dir: some of {','.join(FORMATS)} "
+                                           "(default: all); txt, srt and vtt hold the LM transcript")
     sub.choices["evaluate"].add_argument("manifest")
     sub.choices["evaluate"].add_argument("--save-emissions", metavar="FILE.npz", help="cache log-probs for LM tuning")
     sub.choices["evaluate"].add_argument("--greedy-only", action="store_true", help="skip the beam search")
@@ -78,6 +117,11 @@ def main(argv=None) -> int:
     sub.choices["evaluate"].add_argument("--sample-rate", type=int, metavar="HZ",
                                          help="first re-record every file at HZ (8000: a telephone band)")
     args = parser.parse_args(argv)
+    if args.command == "transcribe" and args.output_dir:
+        try:
+            args.names = _output_names(args.files, args.output_dir, args.output_format)
+        except ValueError as e:
+            parser.error(str(e))
     try:
         return {"transcribe": transcribe, "evaluate": evaluate}[args.command](args)
     except (CheckpointError, AudioError, ManifestError, LMError, FileNotFoundError) as e:  # not bugs

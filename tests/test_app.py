@@ -15,7 +15,6 @@ import soundfile as sf
 import demo
 from conftest import ROOT, TINY_MANIFEST, padded_clip
 from ds2.data import read_manifest
-from ds2.decoding import Word
 from ds2.text import ALPHABET, wer_cer
 from ds2.transcriber import Transcriber
 
@@ -61,15 +60,6 @@ def test_downloads_hold_text_subtitles_and_json(transcriber, tmp_path):
     assert report["greedy"] == report["lm"] == "hello world"
     assert [w["word"] for w in report["words"]] == ["hello", "world"]
     assert report["duration"] == pytest.approx(HELLO["duration"], abs=0.01)
-
-
-def test_srt_cues_split_at_pauses_and_at_eight_words():
-    words = [Word(f"w{i}", i * 0.5, i * 0.5 + 0.4, 0.9) for i in range(10)]
-    words += [Word("late", 3661.5, 3662.25, 0.9)]
-    cues = demo.srt(words).strip().split("\n\n")
-    assert [cue.split("\n")[2] for cue in cues] == ["w0 w1 w2 w3 w4 w5 w6 w7", "w8 w9", "late"]
-    assert cues[0].split("\n")[1] == "00:00:00,000 --> 00:00:03,900"
-    assert cues[2].split("\n")[1] == "01:01:01,500 --> 01:01:02,250"
 
 
 @pytest.mark.parametrize("content, expected", [
