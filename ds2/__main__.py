@@ -1,6 +1,6 @@
 """The command line: a thin layer over ds2.Transcriber.
 
-    python -m ds2 transcribe FILE... [--model DIR] [--lm DIR|none] [--json] [--output-dir DIR [--output-format srt,vtt]]
+    python -m ds2 transcribe FILE...|- [--model DIR] [--lm DIR|none] [--json] [--output-dir DIR [--output-format srt,vtt]]
     python -m ds2 evaluate MANIFEST [--model DIR] [--lm DIR|none] [--save-emissions FILE.npz] [--sample-rate HZ]
 """
 
@@ -30,7 +30,7 @@ def _output_names(files: list[str], output_dir: str, formats: list[str]) -> dict
     share one and that no output would overwrite an input; creates `output_dir`. ValueError says why not."""
     names, taken = {}, {}
     for path in files:
-        name = Path(path).stem
+        name = "stdin" if path == "-" else Path(path).stem
         if name in taken and taken[name] != path:
             raise ValueError(f"{taken[name]} and {path} would both be written as {name}.* in {output_dir}: "
                              "transcribe them into different --output-dir folders")
@@ -58,13 +58,15 @@ def _output_formats(text: str) -> list[str]:
 def transcribe(args) -> int:
     transcriber = _transcriber(args)
     failed = 0
-    for path, r in transcriber.transcribe_many(args.files):
+    sources = [sys.stdin.buffer.read() if path == "-" else path for path in args.files]  # "-": audio piped in
+    names = ["stdin" if path == "-" else path for path in args.files]
+    for path, (_, r) in zip(args.files, transcriber.transcribe_many(sources, names=names)):
         if isinstance(r, AudioError):
             failed += 1
             if args.json:
                 print(json.dumps({"path": path, "error": str(r)}), flush=True)
             else:
-                print(f"{path}: error: {r}", file=sys.stderr)
+                print(f"error: {r}", file=sys.stderr)  # r names the file
             continue
         if args.json:
             print(json.dumps({
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
         p.add_argument("--model", help="model folder (default: the bundled model in assets/models)")
         p.add_argument("--lm", help="LM folder, or 'none' for no LM (default: the bundled LM in assets/lm)")
         p.add_argument("--json", action="store_true", help="JSON output, one object per line")
-    sub.choices["transcribe"].add_argument("files", nargs="+", metavar="FILE")
+    sub.choices["transcribe"].add_argument("files", nargs="+", metavar="FILE", help="audio files; - reads one from stdin")
     sub.choices["transcribe"].add_argument("-o", "--output-dir", metavar="DIR",
                                            help="also write each transcript as DIR/NAME.txt, .srt, .vtt and .json")
     sub.choices["transcribe"].add_argument("--output-format", type=_output_formats, default=list(FORMATS),
@@ -117,6 +119,8 @@ def main(argv=None) -> int:
     sub.choices["evaluate"].add_argument("--sample-rate", type=int, metavar="HZ",
                                          help="first re-record every file at HZ (8000: a telephone band)")
     args = parser.parse_args(argv)
+    if args.command == "transcribe" and args.files.count("-") > 1:
+        parser.error("stdin (-) can be read only once")
     if args.command == "transcribe" and args.output_dir:
         try:
             args.names = _output_names(args.files, args.output_dir, args.output_format)

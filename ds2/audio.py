@@ -7,6 +7,7 @@ message that names the source and the problem; it never reaches the model.
 
 import io
 import os
+import re
 
 import numpy as np
 import soundfile as sf
@@ -103,4 +104,5 @@ def resample(x: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE) ->
 
 def _short(error: Exception) -> str:
     text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    text = re.sub(r"^Error opening (<[^>]*>|'[^']*'|\S+): ", "", text)  # libsndfile repeats the source's name
     return text[:160]

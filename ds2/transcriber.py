@@ -112,8 +112,9 @@ class Transcriber:
         timings = {"load": time.perf_counter() - tic}
         return wave, self.emissions(wave, progress=progress, timings=timings), timings
 
-    def transcribe_many(self, sources, *, beam: bool = True, ahead: int = 1):
+    def transcribe_many(self, sources, *, beam: bool = True, ahead: int = 1, names=None):
         """Yield (source, Result or AudioError) for each path or bytes in `sources`, in order.
+        `names`, one per source, name them in errors (default: the path; "audio" for bytes).
 
         While one file is beam-searched (Python, holding the GIL), a worker thread already loads
         the next `ahead` files and runs the network on them (torch releases the GIL), so on two
@@ -124,11 +125,13 @@ class Transcriber:
         7x slower beside a busy Python thread). Until the generator ends, the interval is 0.1 ms.
         """
         sources = iter(sources)
+        names = iter(names) if names is not None else None
         with ThreadPoolExecutor(1, thread_name_prefix="ds2-network") as pool, _switch_interval(GIL_SWITCH_SECONDS):
             queued = deque()
             while True:
                 while len(queued) <= ahead and (source := next(sources, None)) is not None:
-                    queued.append((source, pool.submit(self._load_and_run, source)))
+                    name = next(names) if names is not None else None
+                    queued.append((source, pool.submit(self._load_and_run, source, name=name)))
                 if not queued:
                     return
                 source, future = queued.popleft()

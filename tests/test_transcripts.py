@@ -1,4 +1,6 @@
+import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,7 +60,7 @@ def test_cli_writes_subtitles_for_each_good_file(tiny_model_dir, tmp_path, capsy
     files = [ENTRIES[0]["audio"], str(bad), ENTRIES[1]["audio"]]
     out = tmp_path / "subs" / "new"  # created, parents too
     assert cli(tiny_model_dir, *files, "-o", str(out), "--output-format", "SRT,.vtt,srt") == 1  # one file failed
-    assert "bad.wav: error" in capsys.readouterr().err
+    assert "bad.wav: cannot read this as audio" in capsys.readouterr().err
     stems = [Path(e["audio"]).stem for e in ENTRIES[:2]]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{s}.{f}" for s in stems for f in ("srt", "vtt"))
     for stem, entry in zip(stems, ENTRIES):
@@ -88,3 +90,19 @@ def test_cli_refuses_outputs_that_would_clash_or_overwrite_before_any_work(tiny_
     with pytest.raises(SystemExit):
         cli(tiny_model_dir, str(audio), "-o", str(tmp_path / "file"))
     assert "cannot create the output folder" in capsys.readouterr().err
+
+
+def test_cli_reads_audio_piped_to_stdin(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    audio = Path(ENTRIES[0]["audio"]).read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(audio)))
+    assert cli(tiny_model_dir, "-", "--json", "-o", str(tmp_path), "--output-format", "txt") == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["path"] == "-" and line["greedy"] == ENTRIES[0]["text"]
+    assert (tmp_path / "stdin.txt").read_text(encoding="utf-8") == line["lm"] + "\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"not audio at all")))
+    assert cli(tiny_model_dir, "-") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: stdin: cannot read this as audio (") and "BytesIO" not in err
+    with pytest.raises(SystemExit):
+        cli(tiny_model_dir, "-", "-")
+    assert "stdin (-) can be read only once" in capsys.readouterr().err
