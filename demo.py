@@ -40,7 +40,7 @@ STREAM_EVERY_SECONDS = 0.5  # the browser sends a microphone chunk this often; e
 CONCURRENCY = 2  # file transcriptions at once (two CPU cores); the rest wait in the queue ...
 QUEUE_SIZE = 64  # ... of at most this many requests; more are told that the queue is full
 LIVE_SESSIONS = 4  # microphones streaming at once: a stream holds its slot while recording
-EXPORT_KEEP_SECONDS = 3600.0  # downloads (.txt/.srt/.json) are kept this long, then removed
+EXPORT_KEEP_SECONDS = 3600.0  # downloads (.txt/.srt/.vtt/.json) are kept this long, then removed
 CLIPPED_SHARE = 1e-3  # more than this share of samples at full scale: warn of clipping
 TOP_BEAMS = 5
 BLANK_SHOWN, SPACE_SHOWN = "_", "␣"  # how the blank and the space look in the frame-by-frame path
@@ -76,12 +76,13 @@ def word_rows(words) -> list[list]:
 
 
 def export(result, name: str, folder: Path, keep_seconds: float = EXPORT_KEEP_SECONDS) -> list[str]:
-    """Write the transcript as name.txt (LM text), name.srt (LM words) and name.json (both) into a
-    new subfolder of `folder`; subfolders older than `keep_seconds` are removed first."""
+    """Write the transcript as name.txt (LM text), name.srt and name.vtt (subtitles of the LM words)
+    and name.json (both transcripts) into a new subfolder of `folder`; subfolders older than
+    `keep_seconds` are removed first."""
     for old in folder.glob("*/"):
         if time.time() - old.stat().st_mtime > keep_seconds:
             shutil.rmtree(old, ignore_errors=True)
-    return [str(path) for path in transcripts.write(result, folder / uuid.uuid4().hex, name, ("txt", "srt", "json"))]
+    return [str(path) for path in transcripts.write(result, folder / uuid.uuid4().hex, name)]
 
 
 def read_samples(folder) -> list[dict]:
@@ -331,7 +332,7 @@ def build_app(transcriber: Transcriber, samples_dir=SAMPLES):
                             headers = ["word", "start (s)", "end (s)", "confidence"]
                             greedy_words = gr.Dataframe(headers=headers, label="greedy words", interactive=False)
                             lm_words = gr.Dataframe(headers=headers, label="LM words", interactive=False)
-                        downloads = gr.File(label="Transcript as .txt, .srt and .json", file_count="multiple",
+                        downloads = gr.File(label="Transcript as .txt, .srt, .vtt and .json", file_count="multiple",
                                             elem_id="downloads")
         with gr.Tab("How it works"):
             gr.Markdown("The network turns every frame of audio into probabilities over 29 symbols (a CTC blank, "

@@ -47,7 +47,7 @@ def test_file_gives_greedy_and_lm_with_word_times_and_wer(transcriber, tmp_path)
     assert [row[0] for row in greedy_rows] == [row[0] for row in lm_rows] == ["hello", "world"]
     assert all(0 <= start < end <= HELLO["duration"] + 0.05 for _, start, end, _ in lm_rows)
     assert "greedy WER 0%" in message and "LM WER 0%" in message
-    assert sorted(f.rsplit(".", 1)[1] for f in files) == ["json", "srt", "txt"]
+    assert sorted(f.rsplit(".", 1)[1] for f in files) == ["json", "srt", "txt", "vtt"]
     assert lesson.result.greedy == greedy
 
 
@@ -56,6 +56,7 @@ def test_downloads_hold_text_subtitles_and_json(transcriber, tmp_path):
     by_suffix = {f.rsplit(".", 1)[1]: open(f, encoding="utf-8").read() for f in files}
     assert by_suffix["txt"] == "hello world\n"
     assert by_suffix["srt"].startswith("1\n00:00:00,") and "hello world" in by_suffix["srt"]
+    assert by_suffix["vtt"].startswith("WEBVTT\n\n00:00:00.") and "hello world" in by_suffix["vtt"]
     report = json.loads(by_suffix["json"])
     assert report["greedy"] == report["lm"] == "hello world"
     assert [w["word"] for w in report["words"]] == ["hello", "world"]

@@ -107,7 +107,7 @@ def test_upload_shows_both_transcripts_and_the_teaching_view(open_page, samples,
         assert wer_cer([(sample["text"], text(page, elem_id))])[1] <= MAX_CER, text(page, elem_id)
     page.get_by_text("Word timings and downloads").click()
     page.locator("#downloads").get_by_text(".srt", exact=True).wait_for()
-    assert page.locator("#downloads").inner_text().count("utt02") == 3  # .txt, .srt and .json
+    assert page.locator("#downloads").inner_text().count("utt02") == 4  # .txt, .srt, .vtt and .json
     shot(page, "upload")
     page.get_by_role("button", name="open the door").click()  # an example: its reference gives a WER
     page.wait_for_function("document.querySelector('#message').innerText.includes('Against the reference')")

@@ -82,7 +82,7 @@ def test_eight_clients_uploading_for_two_minutes(tiny_model_dir, samples_dir, tm
                                            "error": f"{type(e).__name__}: {e}"[:300]})
                         continue
                     ok = ((greedy, lm) == expected[clip.name] and not message.startswith("⚠️")
-                          and len(files or []) == 3)  # the .txt, .srt and .json downloads
+                          and len(files or []) == 4)  # the .txt, .srt, .vtt and .json downloads
                     with lock:
                         records.append({"client": k, "clip": clip.name, "t": round(start - t0, 3),
                                         "latency_s": round(time.monotonic() - start, 4), "ok": ok,
