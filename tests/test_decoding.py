@@ -184,7 +184,9 @@ def test_beam_sweep_keeps_the_fastest_setting_within_the_tolerance(arpa, tmp_pat
     _, rows = recipe.sweep_beams(items, tmp_path, widths=(1, 16), prune_logps=(-10.0,), token_min_logps=(-5.0,),
                                  tolerance=0.0)
     best = min(rows, key=lambda r: (r["wer"], r["seconds"]))
-    assert json.loads((tmp_path / "lm.json").read_text())["beam_width"] == best["beam_width"]
+    written = json.loads((tmp_path / "lm.json").read_text())
+    assert written["beam_width"] == best["beam_width"]
+    assert written["tuned_wer"] == round(best["wer"], 4) and written["tuned_utterances"] == len(items)
 
 
 # --- the LM recipe (train/lm.py) ---

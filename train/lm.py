@@ -304,7 +304,7 @@ def sweep_beams(items, lm_dir, widths=(8, 16, 24, 32, 48, 64), prune_logps=(-10.
     best = min(row["wer"] for row in rows)
     chosen = min((row for row in rows if row["wer"] <= best + tolerance), key=lambda row: row["seconds"])
     update_lm_json(lm_dir, **{k: chosen[k] for k in ("beam_width", "beam_prune_logp", "token_min_logp")},
-                   tuned_wer=round(chosen["wer"], 4))
+                   tuned_wer=round(chosen["wer"], 4), tuned_utterances=len(items))
     return chosen, rows
 
 
