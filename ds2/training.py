@@ -24,6 +24,7 @@ import csv
 import math
 import os
 import shutil
+import sys
 import time
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -71,7 +72,8 @@ class TrainConfig:
     specaugment: bool = True
     sortagrad: bool = True
     cache_audio: bool = True  # keep decoded waveforms in memory after first use (4 bytes/sample)
-    amp: str = "bf16"  # "bf16", "fp16" or "none"; CUDA only, CPU trains in fp32
+    amp: str = "bf16"  # "bf16", "fp16" or "none" on CUDA; CPUs train in fp32 unless cpu_amp is set
+    cpu_amp: bool = False  # bf16 autocast on CPU too: about 1.5x faster where the CPU has AVX512-BF16 or AMX
     checkpoint_every: int = 200  # steps
     keep_epochs: int = 0  # keep the model of each of the last N epochs in epochs/NNN (for train.average)
     log_every: int = 10  # steps between rows of log.csv
@@ -117,6 +119,15 @@ class TrainConfig:
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model {self.model!r} with features {self.features} and model_overrides "
                               f"{self.model_overrides}: {e}") from None
+
+
+def cpu_has_bf16(say: bool = True) -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Elsewhere bf16 is emulated and
+    far slower than fp32 (a forward pass 30x slower on an AVX2-only machine), so cpu_amp falls back."""
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if not native and say:
+        print("cpu_amp: this CPU has no native bf16 (AVX512-BF16 or AMX), training in fp32", file=sys.stderr)
+    return native
 
 
 def lr_factor(step: int, warmup: int, total: int, final: float) -> float:
@@ -211,9 +222,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     total_steps = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.final_lr_fraction))
-    use_amp = device.type == "cuda" and cfg.amp in ("bf16", "fp16")
-    amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler(enabled=use_amp and cfg.amp == "fp16")
+    use_amp = cfg.amp in ("bf16", "fp16") if device.type == "cuda" else cfg.cpu_amp and cpu_has_bf16(main_process)
+    amp_dtype = torch.bfloat16 if cfg.amp == "bf16" or device.type != "cuda" else torch.float16
+    scaler = torch.amp.GradScaler(enabled=use_amp and amp_dtype == torch.float16)
     state = {"epoch": 0, "batch": 0, "step": 0, "best_wer": float("inf"), "skipped_batches": 0,
              "skipped_utterances": 0}
 

@@ -62,6 +62,25 @@ def test_non_finite_loss_batches_are_skipped_and_counted(tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_amp_autocasts_to_bf16_only_where_the_cpu_has_it(native, tmp_path, monkeypatch, capsys):
+    import ds2.training
+    real_forward, seen = DeepSpeech2.forward, []
+
+    def forward(self, *args):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return real_forward(self, *args)
+
+    monkeypatch.setattr(DeepSpeech2, "forward", forward)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    model, state = train(tiny_config(tmp_path, steps=2, cpu_amp=True))
+    assert state["step"] == 2 and all(torch.isfinite(p).all() for p in model.parameters())
+    assert seen == ([torch.bfloat16] * 2 if native else [False] * 2)
+    assert ("no native bf16" in capsys.readouterr().err) is not native
+    assert ds2.training.TrainConfig().cpu_amp is False  # CPU runs stay fp32 unless asked
+
+
 def test_unreadable_manifest_entries_are_skipped(tmp_path):
     manifest = tmp_path / "m.jsonl"
     lines = TINY_MANIFEST.read_text().splitlines()
