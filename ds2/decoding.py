@@ -171,12 +171,15 @@ class BeamDecoder:
         unigrams = (lm_dir / config["unigrams"]).read_text(encoding="utf-8").split() if config.get("unigrams") else None
         return cls(lm_file, unigrams, params)
 
-    def _search(self, log_probs, alpha, beta, beam_width, hotwords, hotword_weight, prune_history):
+    def _search(self, log_probs, alpha, beta, beam_width, hotwords, hotword_weight, prune_history,
+                unk_score_offset=None):
         p = self.params
         hotwords = [w for w in map(normalize_text, hotwords) if w]
         with self._lock:
             self._decoder.reset_params(alpha=float(p.alpha if alpha is None else alpha),
-                                       beta=float(p.beta if beta is None else beta))
+                                       beta=float(p.beta if beta is None else beta),
+                                       unk_score_offset=float(p.unk_score_offset if unk_score_offset is None
+                                                              else unk_score_offset))
             return self._decoder.decode_beams(
                 np.asarray(log_probs, dtype=np.float32), beam_width=beam_width or p.beam_width,
                 beam_prune_logp=p.beam_prune_logp, token_min_logp=p.token_min_logp, prune_history=prune_history,
@@ -184,16 +187,16 @@ class BeamDecoder:
 
     def decode(self, log_probs: np.ndarray, frame_seconds: float, *, alpha: float | None = None,
                beta: float | None = None, beam_width: int | None = None, hotwords=(), hotword_weight: float = 10.0,
-               time_offset: float = 0.0) -> Decoded:
+               time_offset: float = 0.0, unk_score_offset: float | None = None) -> Decoded:
         """The best transcript of (T, V) log-probs, with word times as in `greedy_decode`.
 
-        alpha, beta, beam_width override `params` for this call; `hotwords` (words or phrases) get
-        `hotword_weight` added to the score of any hypothesis that contains them.
+        alpha, beta, beam_width, unk_score_offset override `params` for this call; `hotwords` (words
+        or phrases) get `hotword_weight` added to the score of any hypothesis that contains them.
         """
         if len(log_probs) == 0:
             return Decoded("", ())
         text, _, word_frames, _, _ = self._search(log_probs, alpha, beta, beam_width, hotwords, hotword_weight,
-                                                  prune_history=True)[0]
+                                                  prune_history=True, unk_score_offset=unk_score_offset)[0]
         probs = np.exp(log_probs)
         return Decoded(text, tuple(_word(w, probs, s, e, frame_seconds, time_offset) for w, (s, e) in word_frames))
 

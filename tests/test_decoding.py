@@ -168,10 +168,23 @@ def test_from_dir_names_a_broken_lm_json(text, tmp_path):
 def test_tune_picks_the_alpha_that_fixes_the_error(arpa, tmp_path):
     (tmp_path / "lm.json").write_text(json.dumps({"lm": arpa.name, "unigrams": None}))
     items = [(AMBIGUOUS, "the cat"), (emissions("tthe__ _mmat__"), "the mat")]
-    alpha, beta, table = recipe.tune(items, tmp_path, alphas=(0.0, 1.0), betas=(0.0,), beam_width=16)
-    assert (alpha, beta) == (1.0, 0.0)
-    assert table == [(0.0, 0.0, 0.25), (1.0, 0.0, 0.0)]
+    alpha, beta, unk, table = recipe.tune(items, tmp_path, alphas=(0.0, 1.0), betas=(0.0,), beam_width=16)
+    assert (alpha, beta, unk) == (1.0, 0.0, -10.0)
+    assert table == [(0.0, 0.0, -10.0, 0.25), (1.0, 0.0, -10.0, 0.0)]
     assert json.loads((tmp_path / "lm.json").read_text())["alpha"] == 1.0
+
+
+def test_tune_picks_the_unknown_word_penalty_that_fixes_the_error(arpa, tmp_path):
+    (tmp_path / "lm.json").write_text(json.dumps({"lm": arpa.name, "unigrams": None, "alpha": 0.2}))
+    cot = emissions([*"tthe_ _c", {"o": 0.8, "a": 0.15}, *"t__"])  # "cot" is not in the LM, "cat" is
+    decoder = BeamDecoder.from_dir(tmp_path)
+    assert decoder.decode(cot, FRAME, beam_width=16).text == "the cat"  # lm.json's default: -10
+    assert decoder.decode(cot, FRAME, beam_width=16, unk_score_offset=0.0).text == "the cot"
+    alpha, beta, unk, table = recipe.tune([(cot, "the cot")], tmp_path, alphas=(0.2,), betas=(0.0,),
+                                          beam_width=16, unk_offsets=(-10.0, 0.0))
+    assert unk == 0.0 and [row[3] for row in table] == [0.5, 0.0]
+    assert json.loads((tmp_path / "lm.json").read_text())["unk_score_offset"] == 0.0
+    assert BeamDecoder.from_dir(tmp_path).decode(cot, FRAME, beam_width=16).text == "the cot"
 
 
 def test_beam_sweep_keeps_the_fastest_setting_within_the_tolerance(arpa, tmp_path):
@@ -263,8 +276,12 @@ def test_tune_can_leave_out_dev_utterances_the_lm_has_read(arpa, tiny_text, tmp_
     read = "the cat sat on the mat the dog"  # 8 words of the book, across a sentence end
     np.savez(tmp_path / "dev.npz", refs=np.array([read, "the cat"]), lp_0=emissions(read), lp_1=AMBIGUOUS)
     recipe.main(["tune", "--emissions", str(tmp_path / "dev.npz"), "--lm-dir", str(tmp_path), "--alphas", "1",
-                 "--betas", "0", "--beam-width", "8", "--leave-out-overlap", str(tiny_text)])
-    assert "left out 1 of 2 utterances" in capsys.readouterr().out
+                 "--betas", "0", "--beam-width", "8", "--leave-out-overlap", str(tiny_text),
+                 "--unk-offsets", "-10", "-3"])
+    out = capsys.readouterr().out
+    assert "left out 1 of 2 utterances" in out
+    assert out.count("unk -10.0") == 1 and out.count("unk  -3.0") == 1  # every grid point is printed
+    assert "best: alpha 1.0 beta 0.0 unk_score_offset -10.0" in out  # equal WERs: the first point wins
     assert json.loads((tmp_path / "lm.json").read_text())["tuned_utterances"] == 1
 
 

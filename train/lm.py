@@ -253,21 +253,26 @@ def update_lm_json(lm_dir, **values) -> None:
 _GRID = {}  # the decoder and items for the tuning workers, set before they fork
 
 
-def _grid_point(alpha_beta):
-    alpha, beta = alpha_beta
+def _grid_point(point):
+    alpha, beta, unk = point
     decoder, items, beam_width = _GRID["decoder"], _GRID["items"], _GRID["beam_width"]
-    hyps = [decoder.decode(lp, 1.0, alpha=alpha, beta=beta, beam_width=beam_width).text for lp, _ in items]
-    return alpha, beta, wer_cer(zip((ref for _, ref in items), hyps))[0]
+    hyps = [decoder.decode(lp, 1.0, alpha=alpha, beta=beta, beam_width=beam_width, unk_score_offset=unk).text
+            for lp, _ in items]
+    return alpha, beta, unk, wer_cer(zip((ref for _, ref in items), hyps))[0]
 
 
-def tune(items, lm_dir, alphas=(0.3, 0.5, 0.8, 1.2, 1.6), betas=(0.0, 1.0, 2.0, 3.0), beam_width=64, jobs=1):
-    """Grid-search alpha, beta for corpus WER on items [(log_probs (T, V), reference text)].
+def tune(items, lm_dir, alphas=(0.3, 0.5, 0.8, 1.2, 1.6), betas=(0.0, 1.0, 2.0, 3.0), beam_width=64, jobs=1,
+         unk_offsets=(None,)):
+    """Grid-search alpha, beta (and the log10 penalty for out-of-vocabulary words, unk_score_offset;
+    None keeps lm.json's) for corpus WER on items [(log_probs (T, V), reference text)].
 
-    Writes the best pair into lm_dir/lm.json and returns (alpha, beta, [(alpha, beta, wer), ...]).
+    Writes the best point into lm_dir/lm.json and returns (alpha, beta, unk, [(alpha, beta, unk, wer), ...]).
     """
     items = list(items)
-    _GRID.update(decoder=BeamDecoder.from_dir(lm_dir), items=items, beam_width=beam_width)
-    grid = list(itertools.product(alphas, betas))
+    decoder = BeamDecoder.from_dir(lm_dir)
+    unk_offsets = [decoder.params.unk_score_offset if u is None else float(u) for u in unk_offsets]
+    _GRID.update(decoder=decoder, items=items, beam_width=beam_width)
+    grid = list(itertools.product(alphas, betas, unk_offsets))
     try:
         if jobs > 1:
             with multiprocessing.get_context("fork").Pool(jobs) as pool:
@@ -276,9 +281,10 @@ def tune(items, lm_dir, alphas=(0.3, 0.5, 0.8, 1.2, 1.6), betas=(0.0, 1.0, 2.0, 
             table = list(map(_grid_point, grid))
     finally:
         _GRID.clear()
-    alpha, beta, wer = min(table, key=lambda row: row[2])
-    update_lm_json(lm_dir, alpha=alpha, beta=beta, tuned_wer=round(wer, 4), tuned_utterances=len(items))
-    return alpha, beta, table
+    alpha, beta, unk, wer = min(table, key=lambda row: row[3])
+    update_lm_json(lm_dir, alpha=alpha, beta=beta, unk_score_offset=unk, tuned_wer=round(wer, 4),
+                   tuned_utterances=len(items))
+    return alpha, beta, unk, table
 
 
 def sweep_beams(items, lm_dir, widths=(8, 16, 24, 32, 48, 64), prune_logps=(-10.0, -6.0),
@@ -332,6 +338,8 @@ def main(argv=None) -> None:
     p.add_argument("--lm-dir", required=True)
     p.add_argument("--alphas", type=float, nargs="+", default=[0.3, 0.5, 0.8, 1.2, 1.6])
     p.add_argument("--betas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
+    p.add_argument("--unk-offsets", type=float, nargs="+", default=[None],
+                   help="log10 penalties for a word the LM does not know (default: lm.json's, else -10)")
     p.add_argument("--beam-width", type=int, default=64, help="beam width for the alpha/beta grid")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--leave-out-overlap", metavar="TEXT_DIR", help="leave out the dev utterances that share an "
@@ -373,10 +381,11 @@ def main(argv=None) -> None:
             items = [item for item, w in zip(items, words) if not found.intersection(ngrams(w, OVERLAP_WORDS))]
             print(f"left out {len(words) - len(items)} of {len(words)} utterances that share an {OVERLAP_WORDS}-gram "
                   "with the books")
-        alpha, beta, table = tune(items, args.lm_dir, args.alphas, args.betas, args.beam_width, args.jobs)
-        for a, b, wer in table:
-            print(f"alpha {a:4.2f}  beta {b:4.2f}  WER {wer:6.2%}")
-        print(f"best: alpha {alpha} beta {beta}, written to {Path(args.lm_dir) / 'lm.json'}")
+        alpha, beta, unk, table = tune(items, args.lm_dir, args.alphas, args.betas, args.beam_width, args.jobs,
+                                  args.unk_offsets)
+        for a, b, u, wer in table:
+            print(f"alpha {a:4.2f}  beta {b:4.2f}  unk {u:5.1f}  WER {wer:6.2%}")
+        print(f"best: alpha {alpha} beta {beta} unk_score_offset {unk}, written to {Path(args.lm_dir) / 'lm.json'}")
 
 
 if __name__ == "__main__":
