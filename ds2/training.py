@@ -222,8 +222,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     total_steps = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.final_lr_fraction))
-    use_amp = cfg.amp in ("bf16", "fp16") if device.type == "cuda" else cfg.cpu_amp and cpu_has_bf16(main_process)
-    amp_dtype = torch.bfloat16 if cfg.amp == "bf16" or device.type != "cuda" else torch.float16
+    if device.type == "cuda":
+        use_amp, amp_dtype = cfg.amp in ("bf16", "fp16"), torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    else:
+        use_amp, amp_dtype = cfg.cpu_amp and cpu_has_bf16(main_process), torch.bfloat16
     scaler = torch.amp.GradScaler(enabled=use_amp and amp_dtype == torch.float16)
     state = {"epoch": 0, "batch": 0, "step": 0, "best_wer": float("inf"), "skipped_batches": 0,
              "skipped_utterances": 0}
