@@ -95,6 +95,71 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     return x.gather(1, index[..., None].expand_as(x))
 
 
+class _GRUScan(torch.autograd.Function):
+    """The recurrence of D independent GRUs at once, with a hand-written backward pass.
+
+    gi (D, T, B, 3H): each direction's input projections W_ih x + b_ih, time-major; w_hh (D, 3H, H),
+    b_hh (D, 3H) -> hidden states (D, T, B, H) from h0 = 0, with torch.nn.GRU's equations (gates
+    r, z, n in that order). On CPU, autograd through nn.GRU's cells accumulates the recurrent weight
+    gradient with a small matrix product and an add at every frame; here the backward loop only
+    carries the hidden-state gradient and the weight gradient is one product over all frames.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, gi, w_hh, b_hh):
+        d, time, batch, hidden3 = gi.shape
+        hidden = hidden3 // 3
+        hs, n = gi.new_empty(d, time, batch, hidden), gi.new_empty(d, time, batch, hidden)
+        rz, ghn = gi.new_empty(d, time, batch, 2 * hidden), gi.new_empty(d, time, batch, hidden)
+        w_t, bias = w_hh.transpose(1, 2), b_hh[:, None, :]
+        h = gi.new_zeros(d, batch, hidden)
+        for t in range(time):
+            gh = torch.baddbmm(bias, h, w_t)
+            g = gi[:, t]
+            torch.sigmoid(g[..., :2 * hidden] + gh[..., :2 * hidden], out=rz[:, t])
+            ghn[:, t] = gh[..., 2 * hidden:]
+            torch.tanh(torch.addcmul(g[..., 2 * hidden:], rz[:, t, :, :hidden], ghn[:, t]), out=n[:, t])
+            h = torch.lerp(n[:, t], h, rz[:, t, :, hidden:])  # (1 - z) n + z h
+            hs[:, t] = h
+        ctx.save_for_backward(w_hh, hs, rz, n, ghn)
+        return hs
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, d_hs):
+        w_hh, hs, rz, n, ghn = ctx.saved_tensors
+        d, time, batch, hidden = hs.shape
+        d_gi, d_gh = hs.new_empty(d, time, batch, 3 * hidden), hs.new_empty(d, time, batch, 3 * hidden)
+        zeros = hs.new_zeros(d, batch, hidden)
+        dh_next = zeros
+        for t in range(time - 1, -1, -1):
+            dh = d_hs[:, t] + dh_next
+            r, z, n_t = rz[:, t, :, :hidden], rz[:, t, :, hidden:], n[:, t]
+            h_prev = hs[:, t - 1] if t > 0 else zeros
+            dn = dh * (1 - z) * (1 - n_t * n_t)  # through tanh
+            d_gh[:, t, :, :hidden] = dn * ghn[:, t] * r * (1 - r)  # through r's sigmoid
+            d_gh[:, t, :, hidden:2 * hidden] = dh * (h_prev - n_t) * z * (1 - z)  # through z's sigmoid
+            torch.mul(dn, r, out=d_gh[:, t, :, 2 * hidden:])
+            d_gi[:, t, :, :2 * hidden] = d_gh[:, t, :, :2 * hidden]
+            d_gi[:, t, :, 2 * hidden:] = dn
+            dh_next = torch.baddbmm(dh * z, d_gh[:, t], w_hh)
+        h_prev_all = torch.cat([zeros[:, None], hs[:, :-1]], dim=1).reshape(d, time * batch, hidden)
+        d_w = torch.bmm(d_gh.reshape(d, time * batch, 3 * hidden).transpose(1, 2), h_prev_all)
+        return d_gi, d_w, d_gh.sum(dim=(1, 2))
+
+
+def gru_scan(xs: torch.Tensor, grus: list) -> torch.Tensor:
+    """xs (D, batch, time, input) through D single-layer nn.GRU(batch_first=True) modules, the i-th
+    on xs[i] -> (D, batch, time, hidden): the same function as the modules', with their parameters."""
+    w_ih, b_ih, w_hh, b_hh = (torch.stack([getattr(g, name) for g in grus])
+                              for name in ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0"))
+    d, batch, time, _ = xs.shape
+    x = xs.transpose(1, 2).reshape(d, time * batch, -1)
+    gi = torch.baddbmm(b_ih[:, None, :], x, w_ih.transpose(1, 2)).view(d, time, batch, -1)
+    return _GRUScan.apply(gi, w_hh, b_hh).transpose(1, 2)
+
+
 class RecurrentLayer(nn.Module):
     """Sequence-wise BatchNorm on the input, then a GRU/LSTM; bidirectional layers sum directions.
 
@@ -103,6 +168,7 @@ class RecurrentLayer(nn.Module):
     output. This is exact like packed sequences, and on CPU several times faster to train: the
     backward pass of a packed RNN allocates a full-size gradient for every time step.
     """
+    cpu_training_scan = True  # a GRU training on CPU runs through gru_scan (False: through nn.GRU)
 
     def __init__(self, input_size: int, hidden: int, rnn_type: str, bidirectional: bool, batch_norm: bool):
         super().__init__()
@@ -114,11 +180,24 @@ class RecurrentLayer(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:
             x = self.norm(x, mask)
+        if (self.cpu_training_scan and self.training and torch.is_grad_enabled() and x.device.type == "cpu"
+                and isinstance(self.rnn, nn.GRU)):
+            return self._cpu_training_gru(x, lengths, mask)
         out, _ = self.rnn(x)
         if self.rnn_reverse is not None:
             backward_, _ = self.rnn_reverse(reverse_within_lengths(x, lengths))
             out = out + reverse_within_lengths(backward_, lengths)
         return out * mask[..., None]
+
+    def _cpu_training_gru(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The forward above for a GRU training on CPU, both directions in one gru_scan: the same
+        outputs and gradients. Forward + backward of the small model on 6 real training batches
+        (one thread, paired medians): 27.8 s -> 24.6 s, 1.13x; 10-20% faster on batches of long
+        utterances, 5% slower on one of 64 short ones."""
+        if self.rnn_reverse is None:
+            return gru_scan(x[None], [self.rnn])[0] * mask[..., None]
+        hs = gru_scan(torch.stack([x, reverse_within_lengths(x, lengths)]), [self.rnn, self.rnn_reverse])
+        return (hs[0] + reverse_within_lengths(hs[1], lengths)) * mask[..., None]
 
 
 class Lookahead(nn.Module):

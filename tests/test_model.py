@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ds2.model import DeepSpeech2, model_config
+from ds2.model import DeepSpeech2, RecurrentLayer, gru_scan, model_config
 
 
 def _model(**overrides):
@@ -49,3 +49,38 @@ def test_log_probs_are_normalised():
 def test_large_config_shape():
     model = DeepSpeech2(model_config("large"))
     assert len(model.convs) == 3 and len(model.rnns) == 7 and model.config.bidirectional
+
+
+def test_gru_scan_matches_nn_gru():
+    torch.manual_seed(0)
+    grus = [torch.nn.GRU(12, 5, batch_first=True).double() for _ in range(2)]
+    xs = torch.randn(2, 3, 9, 12, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: gru_scan(x, grus), (xs,))
+    out = gru_scan(xs, grus)
+    reference = torch.stack([gru(xs[i])[0] for i, gru in enumerate(grus)])
+    torch.testing.assert_close(out, reference)
+    weights = torch.randn_like(out)
+    params = [xs] + [p for gru in grus for p in gru.parameters()]
+    for ours, theirs in zip(torch.autograd.grad((out * weights).sum(), params),
+                            torch.autograd.grad((reference * weights).sum(), params)):
+        torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_cpu_training_path_gives_nn_gru_gradients(bidirectional, monkeypatch):
+    """A training step through gru_scan: the loss and every parameter gradient as through nn.GRU."""
+    model = _model(bidirectional=bidirectional, lookahead=4).double().train()
+    lengths = torch.tensor([97, 150, 31, 64])
+    feats = torch.randn(4, 150, 40, dtype=torch.double)
+    weights = torch.randn(4, 75, 29, dtype=torch.double)  # varies per frame, or BatchNorm cancels it
+    results = []
+    for scan in (True, False):
+        monkeypatch.setattr(RecurrentLayer, "cpu_training_scan", scan)
+        out, _ = model(feats, lengths)
+        loss = (out * weights).sum()
+        results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    (loss, grads), (ref_loss, ref_grads) = results
+    torch.testing.assert_close(loss, ref_loss)
+    for ours, theirs in zip(grads, ref_grads):
+        assert theirs.abs().max() > 1e-3
+        torch.testing.assert_close(ours, theirs)
