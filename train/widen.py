@@ -66,7 +66,7 @@ def widen(model: DeepSpeech2, hidden: int, seed: int = 0) -> DeepSpeech2:
     if hidden < old:
         raise ValueError(f"rnn_hidden {hidden} is narrower than the model's {old}: widening only adds units")
     generator = torch.Generator().manual_seed(seed)
-    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    state = model.state_dict()  # a fresh dict: widened entries are replaced, never changed in place
     plan = None  # how the previous layer's output was widened (None: the conv features, kept)
     for i, layer in enumerate(model.rnns):
         if layer.norm is not None:
