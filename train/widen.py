@@ -38,7 +38,7 @@ def _widen_rnn(state: dict, prefix: str, old: int, in_plan, plan) -> None:
     """One nn.GRU/nn.LSTM's weights in `state`: each gate's rows follow the unit plan, input columns
     are split by the previous layer's plan (None: the input is not widened), recurrent columns by
     this layer's."""
-    source, share = plan
+    source = plan[0]
     gates = state[prefix + "weight_hh_l0"].shape[0] // old
     rows = torch.cat([g * old + source for g in range(gates)])
     for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
