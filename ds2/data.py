@@ -6,9 +6,12 @@ relative to the manifest's folder. Every random choice for an utterance is drawn
 seeded by (seed, epoch, index), so an interrupted run resumes with exactly the same batches.
 """
 
+import contextlib
 import json
 import math
+import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +98,20 @@ class SpeechDataset(torch.utils.data.Dataset):
         if self.cache is not None:
             self.cache[index] = audio
         return audio
+
+    def preload(self, threads: int | None = None) -> None:
+        """Decode every utterance into the cache now, on `threads` threads (default: one per core).
+        DataLoader workers are forked afresh each epoch and share what the parent had cached, but
+        fill caches of their own in vain; after this they decode nothing."""
+        if self.cache is None:
+            raise ValueError("preload needs cache_audio=True")
+
+        def load(index: int) -> None:
+            with contextlib.suppress(AudioError):  # __getitem__ skips it and collate counts it
+                self._waveform(index)
+
+        with ThreadPoolExecutor(threads or os.cpu_count()) as pool:
+            list(pool.map(load, range(len(self.entries))))
 
     def __getitem__(self, index: int) -> dict | None:
         entry = self.entries[index]

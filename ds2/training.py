@@ -57,6 +57,7 @@ class TrainConfig:
     init: str = ""  # a model folder whose weights start a new run (fine-tuning); same model and features
     features: dict = field(default_factory=dict)  # FeatureConfig fields
     epochs: int = 30
+    time_budget_min: float = 0.0  # if set, train only as many epochs as fit in this many minutes (see plan_epochs)
     max_steps: int = 0  # stop after this many steps in all (0: no limit); for tests and smoke runs
     lr: float = 1e-3
     warmup_steps: int = 500
@@ -70,10 +71,12 @@ class TrainConfig:
     noise_prob: float = 0.3
     narrowband_prob: float = 0.0  # chance of a telephone band (8 kHz) for a training utterance
     specaugment: bool = True
+    specaugment_policy: dict = field(default_factory=dict)  # SpecAugment fields: {freq_width = 27, time_masks = 4}
     sortagrad: bool = True
     cache_audio: bool = True  # keep decoded waveforms in memory after first use (4 bytes/sample)
     amp: str = "bf16"  # "bf16", "fp16" or "none" on CUDA; CPUs train in fp32 unless cpu_amp is set
     cpu_amp: bool = False  # bf16 autocast on CPU too, where the CPU has AVX512-BF16 or AMX: 1.1-1.5x faster
+    cudnn_benchmark: bool = True  # let cuDNN time its algorithms for each new input shape
     checkpoint_every: int = 200  # steps
     keep_epochs: int = 0  # keep the model of each of the last N epochs in epochs/NNN (for train.average)
     log_every: int = 10  # steps between rows of log.csv
@@ -119,6 +122,12 @@ class TrainConfig:
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model {self.model!r} with features {self.features} and model_overrides "
                               f"{self.model_overrides}: {e}") from None
+        try:
+            SpecAugment(**self.specaugment_policy)
+        except TypeError as e:
+            raise ConfigError(f"specaugment_policy {self.specaugment_policy}: {e}") from None
+        if self.time_budget_min < 0:
+            raise ConfigError(f"time_budget_min = {self.time_budget_min}: expected minutes >= 0")
 
 
 def cpu_has_bf16(say: bool = True) -> bool:
@@ -128,6 +137,16 @@ def cpu_has_bf16(say: bool = True) -> bool:
     if not native and say:
         print("cpu_amp: this CPU has no native bf16 (AVX512-BF16 or AMX), training in fp32", file=sys.stderr)
     return native
+
+
+def plan_epochs(budget_seconds: float, spent_seconds: float, epochs_done: int, epoch_seconds: float,
+                max_epochs: int) -> int:
+    """How many epochs a run with a time budget trains in all: those done, plus as many more of
+    `epoch_seconds` (the last epoch's wall time, its dev pass included) as the rest of the budget
+    holds, at most `max_epochs`. The cosine schedule then ends on the last planned epoch, so a
+    run on a machine of unknown speed still anneals fully before its time is up."""
+    more = int(max(0.0, budget_seconds - spent_seconds) // max(epoch_seconds, 1e-9))
+    return max(epochs_done, min(max_epochs, epochs_done + more))
 
 
 def lr_factor(step: int, warmup: int, total: int, final: float) -> float:
@@ -186,7 +205,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -202,8 +221,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     if not entries:
         raise ConfigError(f"no training utterances in {cfg.train}")
     augment = Augment(speeds=tuple(cfg.speeds), noise_prob=cfg.noise_prob, narrowband_prob=cfg.narrowband_prob,
-                      specaugment=SpecAugment() if cfg.specaugment else None)
+                      specaugment=SpecAugment(**cfg.specaugment_policy) if cfg.specaugment else None)
     train_set = SpeechDataset(entries, extractor, augment, seed=cfg.seed, cache_audio=cfg.cache_audio)
+    if cfg.cache_audio and cfg.num_workers:  # decoded once here, then shared by the workers forked each epoch
+        train_set.preload()
     sampler = BucketBatchSampler([e["duration"] for e in entries], cfg.max_batch_seconds, cfg.seed,
                                  cfg.sortagrad, rank, world, cfg.max_batch_size)
     dev_sets = {m: SpeechDataset(read_manifest(m), extractor, cache_audio=True) for m in cfg.dev} if main_process else {}
@@ -219,16 +240,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         if distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(sampler)
-    total_steps = cfg.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.final_lr_fraction))
+    # planned_epochs is cfg.epochs, or fewer under a time budget; `seconds` is the wall time of the
+    # epochs run so far, across resumes
+    state = {"epoch": 0, "batch": 0, "step": 0, "best_wer": float("inf"), "skipped_batches": 0,
+             "skipped_utterances": 0, "planned_epochs": cfg.epochs, "seconds": 0.0}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
+        s, cfg.warmup_steps, state["planned_epochs"] * steps_per_epoch, cfg.final_lr_fraction))
     if device.type == "cuda":
         use_amp, amp_dtype = cfg.amp in ("bf16", "fp16"), torch.bfloat16 if cfg.amp == "bf16" else torch.float16
     else:
         use_amp, amp_dtype = cfg.cpu_amp and cpu_has_bf16(main_process), torch.bfloat16
     scaler = torch.amp.GradScaler(enabled=use_amp and amp_dtype == torch.float16)
-    state = {"epoch": 0, "batch": 0, "step": 0, "best_wer": float("inf"), "skipped_batches": 0,
-             "skipped_utterances": 0}
 
     resume_path = out_dir / "last.pt"
     if resume and resume_path.exists():
@@ -239,6 +261,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng"])
         state.update(saved["state"])
+        if not cfg.time_budget_min:  # epochs=N given on resume takes effect
+            state["planned_epochs"] = cfg.epochs
         if main_process:
             print(f"resumed from {resume_path} at epoch {state['epoch']} batch {state['batch']} step {state['step']}")
 
@@ -264,7 +288,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     # --- the loop ---
     model.train()
     stop = False
-    while state["epoch"] < cfg.epochs and not stop:
+    while state["epoch"] < state["planned_epochs"] and not stop:
+        epoch_tic, first_batch = time.time(), state["batch"]
         train_set.epoch = state["epoch"]
         sampler.set_epoch(state["epoch"], state["batch"])
         loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate,
@@ -313,6 +338,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
                 break
         if stop and state["batch"] < steps_per_epoch:
             break
+        train_seconds = time.time() - epoch_tic
         state["epoch"], state["batch"] = state["epoch"] + 1, 0
         if dev_sets:
             (wer, cer), scores = evaluate_parts(model, dev_sets, device, cfg.max_batch_seconds)
@@ -333,6 +359,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         if main_process and cfg.keep_epochs:
             save_epoch(out_dir / "epochs", state["epoch"], cfg.keep_epochs, model, features,
                        {"epoch": state["epoch"], "step": state["step"], "train": cfg.train})
+        state["seconds"] += time.time() - epoch_tic
+        if cfg.time_budget_min:  # a whole epoch's time, from the batches this process ran of it
+            epoch_seconds = (train_seconds * steps_per_epoch / max(1, steps_per_epoch - first_batch)
+                             + time.time() - epoch_tic - train_seconds)
+            planned = plan_epochs(cfg.time_budget_min * 60, state["seconds"], state["epoch"], epoch_seconds,
+                                  cfg.epochs)
+            if distributed:  # rank 0's plan for every rank, or they would stop at different epochs
+                dist.broadcast(planned := torch.tensor(planned, device=device), src=0)
+                planned = int(planned)
+            if main_process and planned != state["planned_epochs"]:
+                print(f"time budget: {planned} epochs in all ({epoch_seconds:.0f} s an epoch, "
+                      f"{state['seconds'] / 60:.1f} of {cfg.time_budget_min:g} min spent)")
+            state["planned_epochs"] = planned
         checkpoint()
     checkpoint()
     if main_process:

@@ -2,6 +2,7 @@ import json
 import tarfile
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -92,3 +93,13 @@ def test_features_are_normalised_per_utterance():
     torch.testing.assert_close(feats.mean(0), torch.zeros(161), atol=1e-4, rtol=0)
     louder = extractor(wave * 10)  # level-independent, but for bins near the log floor
     assert (louder - feats).abs().mean() < 1e-3
+
+
+def test_preload_decodes_everything_once_and_skips_unreadable_files(tmp_path):
+    entries = read_manifest(TINY_MANIFEST) + [{"audio": str(tmp_path / "missing.flac"), "text": "x", "duration": 1.0}]
+    dataset = SpeechDataset(entries, FeatureExtractor(FeatureConfig(n_mels=40)), cache_audio=True)
+    dataset.preload(threads=2)
+    assert sorted(dataset.cache) == list(range(len(entries) - 1))
+    assert dataset[len(entries) - 1] is None  # skipped at training time as before
+    with pytest.raises(ValueError, match="cache_audio"):
+        SpeechDataset(entries, FeatureExtractor(FeatureConfig(n_mels=40))).preload()

@@ -1,4 +1,5 @@
 import io
+import os
 import tarfile
 
 import numpy as np
@@ -38,3 +39,23 @@ def test_tsv_corpora_and_speaker_splits(tmp_path):
     parts = split(entries, {"dev": {"mblw"}, "test": {"fash"}})
     assert [e["text"] for e in parts["test"]] == ["r o b"]
     assert [e["speaker"] for e in parts["dev"]] == ["mblw"] and len(parts["train"]) == 1
+
+
+def test_pack_copies_or_reencodes_audio_beside_a_relative_manifest(tmp_path):
+    import shutil
+    from conftest import TINY_MANIFEST
+    from train.pack import main
+    main([str(TINY_MANIFEST), "--out", str(tmp_path / "copy")])
+    main([str(TINY_MANIFEST), "--out", str(tmp_path / "opus"), "--opus-kbps", "32"])
+    shutil.move(tmp_path / "opus", tmp_path / "moved")  # the packed folder works wherever it goes
+    original, copied, opus = (read_manifest(p) for p in (
+        TINY_MANIFEST, tmp_path / "copy" / "manifest.jsonl", tmp_path / "moved" / "manifest.jsonl"))
+    assert [e["text"] for e in copied] == [e["text"] for e in opus] == [e["text"] for e in original]
+    for a, b, c in zip(original, copied, opus):
+        assert open(a["audio"], "rb").read() == open(b["audio"], "rb").read()
+        assert c["audio"].endswith(".opus") and c["packed"] == "opus 32 kb/s" and "packed" not in b
+        wave, rate = sf.read(c["audio"])
+        assert abs(len(wave) / rate - a["duration"]) < 0.01  # the same length, decoder delay removed
+    size = sum(os.path.getsize(e["audio"]) for e in opus)
+    seconds = sum(e["duration"] for e in opus)
+    assert size * 8 / seconds / 1000 < 45  # about the bit rate asked for (Ogg headers add a little)

@@ -10,7 +10,7 @@ import torch
 from conftest import ROOT, TINY_MANIFEST, tiny_config
 from ds2.checkpoint import CheckpointError
 from ds2.model import DeepSpeech2, model_config
-from ds2.training import ConfigError, TrainConfig, lr_factor, train
+from ds2.training import ConfigError, TrainConfig, lr_factor, plan_epochs, train
 
 
 def _losses(out_dir) -> dict[int, str]:
@@ -113,6 +113,34 @@ def test_lr_schedule_warms_up_then_decays():
     values = [lr_factor(s, 10, 100, 0.02) for s in range(100)]
     assert values[0] == 0.1 and values[9] == 1.0 and values[-1] < 0.05
     assert all(a >= b for a, b in zip(values[9:], values[10:]))
+
+
+def test_plan_epochs_fits_the_rest_of_the_budget():
+    assert plan_epochs(600, 100, 2, 50, 100) == 12  # 500 s left hold 10 more epochs of 50 s
+    assert plan_epochs(600, 100, 2, 50, 8) == 8  # never more than the config's epochs
+    assert plan_epochs(600, 590, 5, 50, 100) == 5  # no time for another: stop now
+    assert plan_epochs(600, 700, 5, 50, 100) == 5  # over budget: never fewer than those done
+
+
+def test_time_budget_trains_only_the_epochs_that_fit(tmp_path, capsys):
+    budget_min = 0.04  # 2.4 s; an epoch of the ten fixture utterances takes a fraction of a second
+    _, state = train(tiny_config(tmp_path, 0, max_steps=0, epochs=10_000, time_budget_min=budget_min))
+    assert 1 <= state["epoch"] == state["planned_epochs"] < 10_000
+    assert state["seconds"] < budget_min * 60 + 5
+    assert "epochs in all" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["state"]["planned_epochs"] == state["epoch"]  # a resumed run keeps its plan
+    _, again = train(tiny_config(tmp_path, 0, max_steps=0, epochs=10_000, time_budget_min=budget_min), resume=True)
+    assert again["step"] == state["step"]  # the plan was met: nothing more to do
+
+
+def test_specaugment_policy_is_checked_and_used(tmp_path):
+    with pytest.raises(ConfigError, match="specaugment_policy.*freq_widht"):
+        TrainConfig.load(None, ["specaugment_policy.freq_widht=27"])
+    cfg = TrainConfig.load(None, ["specaugment_policy.freq_width=27", "specaugment_policy.time_masks=4"])
+    assert cfg.specaugment_policy == {"freq_width": 27, "time_masks": 4}
+    _, state = train(tiny_config(tmp_path, 2, specaugment=True, specaugment_policy={"freq_width": 27}))
+    assert state["step"] == 2
 
 
 @pytest.mark.slow
