@@ -72,6 +72,7 @@ class TrainConfig:
     narrowband_prob: float = 0.0  # chance of a telephone band (8 kHz) for a training utterance
     specaugment: bool = True
     specaugment_policy: dict = field(default_factory=dict)  # SpecAugment fields: {freq_width = 27, time_masks = 4}
+    precise_bn_seconds: float = 0.0  # before each dev pass, BatchNorm statistics from this much training audio
     sortagrad: bool = True
     cache_audio: bool = True  # keep decoded waveforms in memory after first use (4 bytes/sample)
     amp: str = "bf16"  # "bf16", "fp16" or "none" on CUDA; CPUs train in fp32 unless cpu_amp is set
@@ -174,6 +175,44 @@ def greedy_pairs(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_s
     return pairs
 
 
+def batchnorm_layers(model: torch.nn.Module) -> list:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_seconds: float = 240.0,
+                        max_seconds: float | None = None, seed: int = 0) -> int:
+    """Set every BatchNorm's running mean and variance to the average over batches of `dataset`
+    (the training speech, unaugmented) instead of the exponential average of the last training
+    batches ("precise BN", Wu & Johnson 2021). With speech of several kinds in one run (read books,
+    spelled letters, 8 kHz digits) the last few batches of an epoch decide those statistics, and
+    dev results swing from epoch to epoch with them. `max_seconds` of audio at most, drawn at
+    random with `seed`; returns the batches used."""
+    norms = batchnorm_layers(model)
+    momenta, counts = [m.momentum for m in norms], [m.num_batches_tracked.clone() for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+    sampler = BucketBatchSampler([e["duration"] for e in dataset.entries], max_batch_seconds, seed, sortagrad=False)
+    was_training, used, seconds = model.training, 0, 0.0
+    model.train()
+    try:
+        for batch in torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate):
+            if max_seconds is not None and seconds >= max_seconds:
+                break
+            if batch["size"]:
+                seconds += batch["seconds"]
+                for m in norms:  # running = (1 - w) running + w batch: an average weighted by audio length
+                    m.momentum = batch["seconds"] / seconds
+                model(batch["feats"].to(device), batch["feat_lengths"])
+                used += 1
+    finally:
+        for m, momentum, count in zip(norms, momenta, counts):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)  # a training count, which this was not
+        model.train(was_training)
+    return used
+
+
 def evaluate_parts(model: DeepSpeech2, dev_sets: dict, device, max_batch_seconds: float = 240.0):
     """Corpus-level greedy (WER, CER) pooled over the datasets of `dev_sets` (name -> SpeechDataset;
     errors summed over all utterances), and each one's (WER, CER) by name when there are several."""
@@ -228,6 +267,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     sampler = BucketBatchSampler([e["duration"] for e in entries], cfg.max_batch_seconds, cfg.seed,
                                  cfg.sortagrad, rank, world, cfg.max_batch_size)
     dev_sets = {m: SpeechDataset(read_manifest(m), extractor, cache_audio=True) for m in cfg.dev} if main_process else {}
+    bn_set = SpeechDataset(entries, extractor)  # the training speech unaugmented, for precise_bn_seconds
+    bn_set.cache = train_set.cache
 
     # --- model, optimiser, schedule ---
     model = DeepSpeech2(model_config(cfg.model, n_feats=features.n_feats, **cfg.model_overrides))
@@ -341,6 +382,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         train_seconds = time.time() - epoch_tic
         state["epoch"], state["batch"] = state["epoch"] + 1, 0
         if dev_sets:
+            if cfg.precise_bn_seconds:  # statistics of the weights being judged, not of the last few batches
+                recompute_batchnorm(model, bn_set, device, cfg.max_batch_seconds, cfg.precise_bn_seconds,
+                                    seed=cfg.seed + state["epoch"])
             (wer, cer), scores = evaluate_parts(model, dev_sets, device, cfg.max_batch_seconds)
             for name, (part_wer, part_cer) in scores.items():
                 writer.add_scalar(f"dev/{Path(name).name}/wer", part_wer, state["step"])
