@@ -59,3 +59,18 @@ def test_pack_copies_or_reencodes_audio_beside_a_relative_manifest(tmp_path):
     size = sum(os.path.getsize(e["audio"]) for e in opus)
     seconds = sum(e["duration"] for e in opus)
     assert size * 8 / seconds / 1000 < 45  # about the bit rate asked for (Ogg headers add a little)
+
+
+def test_pack_refuses_a_rate_opus_cannot_take_in_one_line(tmp_path, capsys):
+    import json
+    import pytest
+    from train.pack import main
+    sf.write(tmp_path / "cd.wav", np.random.default_rng(0).normal(0, .1, 44100), 44100)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio": "cd.wav", "text": "x", "duration": 1.0}) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(manifest), "--out", str(tmp_path / "out"), "--opus-kbps", "32"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "44100 Hz cannot be Opus-encoded" in err and "Traceback" not in err
+    main([str(manifest), "--out", str(tmp_path / "copy")])  # copied as it is, any rate
+    assert (tmp_path / "copy" / "m" / "cd.wav").read_bytes() == (tmp_path / "cd.wav").read_bytes()

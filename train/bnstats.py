@@ -78,7 +78,6 @@ def main(argv=None) -> None:
         parser.exit(2, f"error: {e}\n")
     if any(not entries for entries in corpora):
         parser.exit(2, "error: a --manifest has no utterances of 20 s or less\n")
-    torch.manual_seed(args.seed)
 
     def report(label):
         if dev:
