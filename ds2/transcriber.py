@@ -32,6 +32,7 @@ DEFAULT_LM = ASSETS / "lm"
 MAX_SECONDS = 3600.0  # longest recording accepted (1 hour), transcribed in segments
 SEGMENT_SECONDS = 20.0  # long audio is cut into segments of at most this length ...
 CUT_SEARCH_SECONDS = 4.0  # ... at the quietest 10 ms within this span before the limit
+MIN_SEGMENT_SECONDS = 0.5
 BATCH_SEGMENTS = 4  # segments run through the network together
 TRIM_MARGIN_SECONDS = 0.2  # quiet kept around the speech of a streamed segment
 GIL_SWITCH_SECONDS = 1e-4  # Python's thread switch interval while transcribe_many overlaps work
@@ -188,9 +189,13 @@ class Transcriber:
 
 def segment_bounds(wave: np.ndarray, max_seconds: float = SEGMENT_SECONDS) -> list[tuple[int, int]]:
     """Cut a waveform into (start, end) sample spans of at most `max_seconds`, each cut at the
-    quietest 10 ms frame in the last CUT_SEARCH_SECONDS before the limit."""
+    quietest 10 ms frame in the last CUT_SEARCH_SECONDS before the limit (the last three quarters
+    of it, for a limit under 5 1/3 s)."""
+    if max_seconds < MIN_SEGMENT_SECONDS:
+        raise ValueError(f"segments of at most {max_seconds} s: the limit must be at least {MIN_SEGMENT_SECONDS} s")
     hop = SAMPLE_RATE // 100
-    limit, search = int(max_seconds * SAMPLE_RATE), int(CUT_SEARCH_SECONDS * SAMPLE_RATE)
+    limit = int(max_seconds * SAMPLE_RATE)
+    search = min(int(CUT_SEARCH_SECONDS * SAMPLE_RATE), limit * 3 // 4)  # every cut moves on by a quarter at least
     bounds, start = [], 0
     while wave.size - start > limit:
         window = wave[start + limit - search:start + limit]
@@ -241,6 +246,8 @@ class StreamingSession:
 
     def __init__(self, transcriber: Transcriber, pause_seconds: float = 0.4, max_segment_seconds: float = 6.0,
                  min_update_seconds: float = 0.25, partial_beam_width: int = 16):
+        if not max_segment_seconds >= MIN_SEGMENT_SECONDS + 0.5:  # a forced cut lands half a second before it
+            raise ValueError(f"max_segment_seconds={max_segment_seconds}: at least {MIN_SEGMENT_SECONDS + 0.5} s")
         self.t = transcriber
         self.pause_seconds, self.max_segment_seconds = pause_seconds, max_segment_seconds
         self.partial_beam_width = partial_beam_width  # the open segment's LM text: a narrower, faster beam
@@ -262,10 +269,11 @@ class StreamingSession:
         self._track_pauses(wave)
         self.buffer = np.concatenate([self.buffer, wave])
         self.pending += wave.size
-        cut = self._cut_point()
-        if cut is not None:
+        closed = False
+        while (cut := self._cut_point()) is not None:  # more than once only for chunks longer than a segment
             self._close(cut)
-        elif self.pending >= self.min_update_seconds * SAMPLE_RATE:
+            closed = True
+        if not closed and self.pending >= self.min_update_seconds * SAMPLE_RATE:
             self._decode_open()
         return self.state
 

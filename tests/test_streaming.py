@@ -75,6 +75,28 @@ def test_open_segment_stays_bounded_in_a_long_monologue(transcriber):
     assert longest <= 6.5 * 16000
 
 
+@pytest.mark.parametrize("max_segment", [1.0, 3.0, 4.5])
+def test_short_segment_limits_stay_bounded_too(transcriber, max_segment):
+    """Under 4.5 s the forced cut's search window once reached before the buffer (a crash, or a cut
+    at the buffer's start that never closed anything); and one cut per update could not keep up
+    when a forced cut took less than a chunk."""
+    rng = np.random.default_rng(0)
+    session = transcriber.stream(max_segment_seconds=max_segment)
+    longest = 0
+    for _ in range(40):  # 20 s of continuous noise-like 'speech'
+        session.feed((rng.standard_normal(8000) * 0.1).astype(np.float32), 16000)
+        longest = max(longest, session.buffer.size)
+    assert longest < max_segment * 16000
+    session.finish()
+
+
+def test_a_chunk_longer_than_a_segment_is_cut_at_once(transcriber):
+    rng = np.random.default_rng(0)
+    session = transcriber.stream(max_segment_seconds=3.0)
+    session.feed((rng.standard_normal(16000 * 20) * 0.1).astype(np.float32), 16000)  # 20 s in one chunk
+    assert session.buffer.size < 3.0 * 16000 and session.state.seconds == 20.0
+
+
 def test_silence_and_tiny_chunks_are_harmless(transcriber):
     session = transcriber.stream()
     for chunk in [np.zeros(0, np.int16), np.zeros(10, np.int16), np.zeros(48000, np.int16)]:

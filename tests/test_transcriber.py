@@ -82,6 +82,26 @@ def test_segments_cover_long_audio_exactly():
     assert SAMPLE_RATE * 18 <= bounds[0][1] <= SAMPLE_RATE * 18 + 800  # cut in the quiet part
 
 
+@pytest.mark.parametrize("max_seconds", [0.5, 1.0, 2.5, 3.5, 4.0, 5.5])
+def test_short_segment_limits_cut_at_quiet_points_and_always_move_on(max_seconds):
+    rng = np.random.default_rng(1)
+    wave = rng.standard_normal(SAMPLE_RATE * 12).astype(np.float32) * 0.1
+    quiet = int(SAMPLE_RATE * 0.8 * max_seconds)  # a pause inside the first cut's search window
+    wave[quiet:quiet + 160] = 0
+    bounds = segment_bounds(wave, max_seconds)
+    assert bounds[0][0] == 0 and bounds[-1][1] == wave.size
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(0 < e - s <= max_seconds * SAMPLE_RATE for s, e in bounds)
+    assert quiet - 480 <= bounds[0][1] <= quiet + 160  # at the pause (segment starts snap to 30 ms)
+
+
+def test_segment_limits_too_short_to_hold_speech_are_refused(transcriber):
+    with pytest.raises(ValueError, match="at least 0.5 s"):
+        segment_bounds(np.zeros(SAMPLE_RATE, np.float32), 0.2)
+    with pytest.raises(ValueError, match="max_segment_seconds=0.5: at least 1.0 s"):
+        transcriber.stream(max_segment_seconds=0.5)
+
+
 def test_long_audio_is_transcribed_in_segments(transcriber):
     wave, rate = sf.read(ENTRIES[3]["audio"], dtype="float32")
     gap = np.zeros(rate // 2, np.float32)
