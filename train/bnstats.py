@@ -9,7 +9,7 @@ Why: in training, BatchNorm normalises each batch by that batch's own statistics
 batches hold one kind of speech each (15 s book sentences, 3 s spelled letters, half-second digits
 recorded at 8 kHz). At inference one set of statistics serves every kind, and the one training
 leaves behind is an exponential average over the last few batches of the run, whichever kind they
-were: the bundled model's digit dev WER moves by 30 points with it. Here each manifest's statistics
+were: stage 5's digit dev WER moved by 30 points with them alone. Here each manifest's statistics
 are the average over up to --seconds of its audio (unaugmented, forward passes in training mode,
 weighted by length), and the model gets their weighted mean (by default each manifest's share of the
 audio). Only the running means and variances change; --dev prints the greedy WER/CER before and after.
