@@ -221,6 +221,11 @@ def evaluate_parts(model: DeepSpeech2, dev_sets: dict, device, max_batch_seconds
     return pooled, {name: wer_cer(pairs) for name, pairs in parts.items()} if len(parts) > 1 else {}
 
 
+def format_dev(wer: float, cer: float, scores: dict) -> str:
+    """'dev WER 61.90% CER 28.29% (greedy); librispeech-dev.jsonl WER ...': evaluate_parts' results."""
+    return f"dev WER {wer:.2%} CER {cer:.2%} (greedy){format_parts(scores)}"
+
+
 def format_parts(scores: dict) -> str:
     """'; an4-dev.jsonl WER 11.48% CER 4.89%; ...' for evaluate_parts' per-part scores."""
     return "".join(f"; {Path(name).name} WER {w:.2%} CER {c:.2%}" for name, (w, c) in scores.items())
@@ -389,7 +394,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
             for name, (part_wer, part_cer) in scores.items():
                 writer.add_scalar(f"dev/{Path(name).name}/wer", part_wer, state["step"])
                 writer.add_scalar(f"dev/{Path(name).name}/cer", part_cer, state["step"])
-            print(f"epoch {state['epoch']}: dev WER {wer:.2%} CER {cer:.2%} (greedy){format_parts(scores)}; "
+            print(f"epoch {state['epoch']}: {format_dev(wer, cer, scores)}; "
                   f"skipped {state['skipped_batches']} batches, {state['skipped_utterances']} utterances")
             writer.add_scalar("dev/wer", wer, state["step"])
             writer.add_scalar("dev/cer", cer, state["step"])

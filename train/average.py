@@ -49,14 +49,14 @@ def main(argv=None) -> None:
     if args.dev:
         from ds2.data import SpeechDataset, read_manifest
         from ds2.features import FeatureExtractor
-        from ds2.training import evaluate_parts, format_parts
+        from ds2.training import evaluate_parts, format_dev
         dev = None  # one set of datasets for all: average() checked that the folders share their features
         for folder in [*args.folders, args.out]:
             model, features, _ = load_model(Path(folder).expanduser())
             dev = dev or {m: SpeechDataset(read_manifest(m), FeatureExtractor(features), cache_audio=True)
                           for m in args.dev}
             (wer, cer), scores = evaluate_parts(model, dev, "cpu")
-            print(f"{folder}: dev WER {wer:.2%} CER {cer:.2%} (greedy){format_parts(scores)}")
+            print(f"{folder}: {format_dev(wer, cer, scores)}")
     print(f"wrote {args.out}")
 
 

@@ -23,7 +23,7 @@ import torch
 from ds2.checkpoint import CheckpointError, load_model, save_model
 from ds2.data import ManifestError, SpeechDataset, read_manifest
 from ds2.features import FeatureExtractor
-from ds2.training import batchnorm_layers, evaluate_parts, format_parts, recompute_batchnorm
+from ds2.training import batchnorm_layers, evaluate_parts, format_dev, recompute_batchnorm
 
 
 def corpus_statistics(model, dataset: SpeechDataset, seconds: float, seed: int = 0) -> list:
@@ -78,22 +78,21 @@ def main(argv=None) -> None:
         parser.exit(2, f"error: {e}\n")
     if any(not entries for entries in corpora):
         parser.exit(2, "error: a --manifest has no utterances of 20 s or less\n")
-
-    def report(label):
-        if dev:
-            (wer, cer), scores = evaluate_parts(model, dev, "cpu")
-            print(f"{label}: dev WER {wer:.2%} CER {cer:.2%} (greedy){format_parts(scores)}", flush=True)
-
-    report(args.model)
     if given[0] is None:
         given = [sum(e["duration"] for e in entries) for entries in corpora]
     if sum(given) <= 0:
         parser.exit(2, "error: the weights add up to 0\n")
     weights = [w / sum(given) for w in given]
+
+    def report(label):
+        if dev:
+            (wer, cer), scores = evaluate_parts(model, dev, "cpu")
+            print(f"{label}: {format_dev(wer, cer, scores)}", flush=True)
+
+    report(args.model)
     statistics = [corpus_statistics(model, SpeechDataset(entries, extractor), args.seconds, args.seed)
                   for entries in corpora]
-    set_mixture(model, statistics, weights)
-    model.eval()
+    set_mixture(model, statistics, weights)  # recompute_batchnorm left the model in eval mode, as loaded
     report(args.out)
     meta = {k: v for k, v in meta.items() if k not in ("dev_wer", "dev_cer")}  # measured with other statistics
     save_model(Path(args.out).expanduser(), model, features, {
