@@ -420,11 +420,14 @@ def run_cli(transcriber: Transcriber) -> int:
     def show(state):
         nonlocal printed
         print("\r\033[K", end="")  # the partial line gives way to what comes next
-        for g, l in zip(state.final_greedy[printed:], state.final_lm[printed:]):
+        final = len(state.final_greedy) - state.pending  # the rest are provisional until their final decode
+        for g, l in zip(state.final_greedy[printed:final], state.final_lm[printed:final]):
             print(f"greedy: {g}\nlm:     {l}")
-        printed = len(state.final_greedy)
-        if state.open_greedy or state.open_lm:
-            print(f"… {state.open_greedy} | {state.open_lm}"[:shutil.get_terminal_size().columns - 1], end="")
+        printed = final
+        greedy = " ".join(t for t in [*state.final_greedy[final:], state.open_greedy] if t)
+        lm = " ".join(t for t in [*state.final_lm[final:], state.open_lm] if t)
+        if greedy or lm:
+            print(f"… {greedy} | {lm}"[:shutil.get_terminal_size().columns - 1], end="")
         sys.stdout.flush()
 
     print(f"Listening at {rate} Hz; Ctrl+C to stop.", flush=True)
@@ -458,6 +461,8 @@ def main(argv=None) -> int:
         return 0
     if args.cli:
         return run_cli(transcriber)
+    # The live view's fast network (int8) is made once, here while the page loads, not at the first recording.
+    threading.Thread(target=transcriber.partial_model, name="ds2-partial-model", daemon=True).start()
     launch(build_app(transcriber, args.samples), args.host, args.port, args.share, args.samples)
     return 0
 

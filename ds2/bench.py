@@ -9,10 +9,14 @@ Figures are "median (min-max)" over --repeats runs unless they say otherwise. De
   included. Whole process: `python -m ds2 transcribe --json FILES`, or PocketSphinx in a process that
   never imports torch, timed from launch to exit.
 - Streaming: test utterances concatenated to --stream-seconds, fed to StreamingSession.feed as 48 kHz
-  int16 in 0.5 s chunks. Update latency: the time one feed() takes. Word lag: the k-th word of the
-  final transcript ends at audio time e (greedy alignment of its final segment); the first update at
-  or after e whose partial transcript has at least k words comes at audio time a and takes c seconds;
-  lag = a + c - e: how long after the word was spoken it is on screen, had the audio come live.
+  int16 in 0.5 s chunks, each when its last sample would have been spoken (so a session's worker
+  thread gets the time between updates that it would get live). Update latency: the time one feed()
+  takes. Word lag: the k-th word of the final transcript ends at stream time e (greedy alignment of
+  its final segment); the first update at or after e with at least k words on screen returns at t;
+  lag = t - e. Final-text lag: the same for a segment's final (full model, full beam) text, from the
+  end of its speech. Measured for the session as it ships (provisional text from the int8 network,
+  final decodes on a worker thread) and as one pass (fp32 partials, the closing update decoding its
+  segment itself, the session before 2026-12-04).
 - Cold start: a fresh process runs `import ds2.transcriber`, Transcriber(), one transcribe().
 - Training: --train-steps steps of the small recipe's data (its training manifests, when present),
   batches collated beforehand (data loading not timed). Ours: BucketBatchSampler's length-bucketed
@@ -196,35 +200,47 @@ def quantized(t: Transcriber, entries: list[dict], repeats: int, baseline: dict)
 
 
 # --- streaming ---
-def streaming(t: Transcriber, waves: list[np.ndarray], seconds: float = 60.0) -> dict:
-    """Stream `seconds` of the concatenated 16 kHz `waves` as 48 kHz int16 chunks: update latency, word lag."""
+def streaming(t: Transcriber, waves: list[np.ndarray], seconds: float = 60.0, realtime: bool = True,
+              **options) -> dict:
+    """Stream `seconds` of the concatenated 16 kHz `waves` as 48 kHz int16 chunks, each fed when its
+    audio would have been spoken (`realtime`; else back to back), to `t.stream(**options)`: update
+    latency, word lag and final-text lag."""
     speech = np.concatenate(waves * int(np.ceil(seconds * SAMPLE_RATE / sum(w.size for w in waves))))
     pcm = np.clip(resample(speech[:int(seconds * SAMPLE_RATE)], SAMPLE_RATE, STREAM_RATE), -1, 1) * 32767
     step = int(CHUNK_SECONDS * STREAM_RATE)
     chunks = [pcm[i:i + step].astype(np.int16) for i in range(0, pcm.size, step)]
     heard = np.concatenate([to_mono_16k(c, STREAM_RATE, whole=False) for c in chunks])  # as the session hears it
-    session, latencies, shown = t.stream(), [], []  # shown: (audio seconds, on-screen time, word count)
-    for chunk in chunks:
+    # shown: (audio seconds, on-screen time, words on screen, final segments on screen)
+    session, latencies, shown = t.stream(**options), [], []
+    start = time.perf_counter()
+    for i, chunk in enumerate(chunks):
+        if realtime:  # a microphone's chunk arrives once its last sample has been spoken
+            time.sleep(max(0.0, start + (i + 1) * CHUNK_SECONDS - time.perf_counter()))
         tic = time.perf_counter()
         state = session.feed(chunk, STREAM_RATE)
         latencies.append(time.perf_counter() - tic)
-        shown.append((state.seconds, state.seconds + latencies[-1], len(state.greedy.split())))
+        at = time.perf_counter() - start if realtime else state.seconds + latencies[-1]
+        shown.append((state.seconds, at, len(state.greedy.split()), len(state.segments) - state.pending))
     tic = time.perf_counter()
     state = session.finish()
-    shown.append((state.seconds, state.seconds + time.perf_counter() - tic, len(state.greedy.split())))
+    at = time.perf_counter() - start if realtime else state.seconds + time.perf_counter() - tic
+    shown.append((state.seconds, at, len(state.greedy.split()), len(state.segments)))
     word_ends = []
-    for start, end in state.segments:
-        piece = heard[round(start * SAMPLE_RATE):round(end * SAMPLE_RATE)]
-        word_ends += [start + w.end for w in greedy_decode(t.emissions(piece), t.frame_seconds).words]
-    lags = [next((at - end for audio, at, words in shown if audio >= end and words > k), None)
+    for start_s, end_s in state.segments:
+        piece = heard[round(start_s * SAMPLE_RATE):round(end_s * SAMPLE_RATE)]
+        word_ends += [start_s + w.end for w in greedy_decode(t.emissions(piece), t.frame_seconds).words]
+    lags = [next((at - end for audio, at, words, _ in shown if audio >= end and words > k), None)
             for k, end in enumerate(word_ends)]
     lags = [lag for lag in lags if lag is not None]
+    final_lags = [next(at - end for _, at, _, finals in shown if finals > k) for k, (_, end) in enumerate(state.segments)]
     ms, half = 1000 * np.array(latencies), len(latencies) // 2
     p95 = lambda x: float(np.percentile(x, 95))
-    return {"seconds": seconds, "updates": len(latencies), "words": len(lags),
+    spread = lambda x: {"p50": float(np.percentile(x, 50)), "p95": p95(x)} if x else None
+    return {"seconds": seconds, "updates": len(latencies), "words": len(lags), "segments": len(final_lags),
+            "options": options, "realtime": realtime,
             "latency_ms": {"p50": float(np.percentile(ms, 50)), "p95": p95(ms), "max": float(ms.max()),
                            "p95_first_half": p95(ms[:half]), "p95_second_half": p95(ms[half:])},
-            "word_lag_s": {"p50": float(np.percentile(lags, 50)), "p95": p95(lags)} if lags else None}
+            "word_lag_s": spread(lags), "final_lag_s": spread(final_lags)}
 
 
 # --- cold start ---
@@ -359,6 +375,15 @@ def rows(report: dict) -> list[tuple[str, str, str]]:
         if lag:
             out.append((f"stream word lag p50 / p95 ({s['words']} words)",
                         f"{lag['p50']:.2f} / {lag['p95']:.2f} s", ""))
+        if final := s.get("final_lag_s"):
+            out.append((f"stream final (LM) text lag p50 / p95 ({s['segments']} segments)",
+                        f"{final['p50']:.2f} / {final['p95']:.2f} s", ""))
+    if s := report.get("stream_one_pass"):
+        ms, final = s["latency_ms"], s["final_lag_s"]
+        out.append(("stream, one pass (fp32 partials, final decode inside the update): update p50 / p95 / max",
+                    f"{ms['p50']:.0f} / {ms['p95']:.0f} / {ms['max']:.0f} ms", ""))
+        if final:
+            out.append(("stream, one pass: final text lag p50 / p95", f"{final['p50']:.2f} / {final['p95']:.2f} s", ""))
     for key, label in (("cold", "cold start"), ("cold_no_lm", "cold start, no LM")):
         if c := report.get(key):
             out += [(f"{label}: import ds2.transcriber", fmt(c["import"], 2) + " s", ""),
@@ -423,7 +448,10 @@ def run(args) -> dict:
         report["peer"] = pocketsphinx(entries, args.repeats, args.threads)
     if "stream" in only:
         say(f"streaming {args.stream_seconds:.0f} s")
-        report["stream"] = streaming(t, [load_audio(e["audio"]) for e in entries], args.stream_seconds)
+        waves = [load_audio(e["audio"]) for e in entries]
+        report["stream"] = streaming(t, waves, args.stream_seconds)
+        say(f"streaming {args.stream_seconds:.0f} s, one pass")
+        report["stream_one_pass"] = streaming(t, waves, args.stream_seconds, background=False, fast_partials=False)
     if "cold" in only:
         say("cold start")
         report["cold"] = cold_start(model, lm, entries[0]["audio"], args.repeats, args.threads)

@@ -156,7 +156,13 @@ class BeamDecoder:
             lm = self._decoder._language_model
             lm._unigram_set = _prepare_unigram_set(unigrams, lm._kenlm_model)
             lm._char_trie = _Prefixes(lm._unigram_set)
-        self._lock = threading.Lock()  # alpha and beta live on the shared LM object
+        # alpha, beta and unk_score_offset live on the one LM object: searches with the weights it
+        # holds run side by side (a live session's final decode beside its next partial one); a
+        # search with other weights waits until none is running, and new ones wait behind it.
+        self._weights = (float(params.alpha), float(params.beta), float(params.unk_score_offset))
+        self._searches = 0  # running with self._weights
+        self._waiting = 0  # waiting to change them
+        self._turn = threading.Condition()
 
     @classmethod
     def from_dir(cls, lm_dir: str | Path) -> "BeamDecoder":
@@ -175,15 +181,26 @@ class BeamDecoder:
                 unk_score_offset=None):
         p = self.params
         hotwords = [w for w in map(normalize_text, hotwords) if w]
-        with self._lock:
-            self._decoder.reset_params(alpha=float(p.alpha if alpha is None else alpha),
-                                       beta=float(p.beta if beta is None else beta),
-                                       unk_score_offset=float(p.unk_score_offset if unk_score_offset is None
-                                                              else unk_score_offset))
+        weights = (float(p.alpha if alpha is None else alpha), float(p.beta if beta is None else beta),
+                   float(p.unk_score_offset if unk_score_offset is None else unk_score_offset))
+        with self._turn:
+            if weights != self._weights or self._waiting:
+                self._waiting += 1
+                self._turn.wait_for(lambda: self._searches == 0)
+                self._waiting -= 1
+                if weights != self._weights:
+                    self._decoder.reset_params(alpha=weights[0], beta=weights[1], unk_score_offset=weights[2])
+                    self._weights = weights
+            self._searches += 1
+        try:
             return self._decoder.decode_beams(
                 np.asarray(log_probs, dtype=np.float32), beam_width=beam_width or p.beam_width,
                 beam_prune_logp=p.beam_prune_logp, token_min_logp=p.token_min_logp, prune_history=prune_history,
                 hotwords=hotwords or None, hotword_weight=hotword_weight)
+        finally:
+            with self._turn:
+                self._searches -= 1
+                self._turn.notify_all()
 
     def decode(self, log_probs: np.ndarray, frame_seconds: float, *, alpha: float | None = None,
                beta: float | None = None, beam_width: int | None = None, hotwords=(), hotword_weight: float = 10.0,

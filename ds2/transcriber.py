@@ -9,7 +9,9 @@ call these, and nothing else touches the model.
 """
 
 import contextlib
+import copy
 import sys
+import threading
 import time
 import warnings
 from collections import deque
@@ -38,15 +40,28 @@ TRIM_MARGIN_SECONDS = 0.2  # quiet kept around the speech of a streamed segment
 GIL_SWITCH_SECONDS = 1e-4  # Python's thread switch interval while transcribe_many overlaps work
 
 
+_switch_lock = threading.Lock()
+_switch_users = 0  # blocks inside _switch_interval, in any thread
+_switch_before = 0.005
+
+
 @contextlib.contextmanager
 def _switch_interval(seconds: float):
-    """Python's thread switch interval at most `seconds` inside the block, as before after it."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, seconds))
+    """Python's thread switch interval at most `seconds` inside the block, as before once the last
+    such block (of any thread: a live session's final decodes, transcribe_many) has ended."""
+    global _switch_users, _switch_before
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_before, seconds))
+        _switch_users += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_before)
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,24 @@ class Transcriber:
             if not (self.lm_dir / "lm.json").exists():
                 raise FileNotFoundError(f"{self.lm_dir}: not an LM folder (no lm.json); use --lm none to go without")
             self.beam = BeamDecoder.from_dir(self.lm_dir)
+        self._partial_model, self._partial_lock = None, threading.Lock()
+
+    def partial_model(self) -> torch.nn.Module:
+        """The network for a live session's provisional text, which its final decode replaces: on a
+        CPU the model with its GRUs and linear layers dynamically quantised to int8 (about twice as
+        fast; `python -m ds2.bench` measures its WER change), elsewhere the model itself. Made once."""
+        with self._partial_lock:
+            if self._partial_model is None:
+                self._partial_model = self.model
+                if self.device.type == "cpu" and "fbgemm" in torch.backends.quantized.supported_engines:
+                    try:
+                        with warnings.catch_warnings():  # torch.ao.quantization's notice of its move to torchao
+                            warnings.simplefilter("ignore", DeprecationWarning)
+                            self._partial_model = torch.ao.quantization.quantize_dynamic(
+                                copy.deepcopy(self.model), {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
+                    except (AttributeError, RuntimeError):  # a torch without it: the model itself, slower
+                        pass
+            return self._partial_model
 
     # --- whole recordings ---
     def transcribe(self, audio, sample_rate: int | None = None, *, progress=None, name: str | None = None,
@@ -143,28 +176,29 @@ class Transcriber:
                     continue
                 yield source, self.decode(emissions, wave.size / SAMPLE_RATE, timings, beam=beam)
 
-    def emissions(self, wave: np.ndarray, progress=None, timings: dict | None = None) -> np.ndarray:
-        """(samples,) 16 kHz waveform -> (frames, symbols) log-probs, long audio in segments."""
+    def emissions(self, wave: np.ndarray, progress=None, timings: dict | None = None, model=None) -> np.ndarray:
+        """(samples,) 16 kHz waveform -> (frames, symbols) log-probs, long audio in segments;
+        `model`: another network to run (partial_model()), default the loaded one."""
         timings = {} if timings is None else timings
         bounds = segment_bounds(wave)
         parts = []
         for start in range(0, len(bounds), BATCH_SEGMENTS):
             group = bounds[start:start + BATCH_SEGMENTS]
-            parts += self._run_network([wave[a:b] for a, b in group], timings)
+            parts += self._run_network([wave[a:b] for a, b in group], timings, model or self.model)
             if progress is not None:
                 progress(start + len(group), len(bounds))
         # Segments start at multiples of the total stride, so frames line up with wall time.
         return np.concatenate(parts) if parts else np.zeros((0, len(ALPHABET)), np.float32)
 
     @torch.inference_mode()
-    def _run_network(self, waves: list[np.ndarray], timings: dict) -> list[np.ndarray]:
+    def _run_network(self, waves: list[np.ndarray], timings: dict, model: torch.nn.Module) -> list[np.ndarray]:
         tic = time.perf_counter()
         feats = [self.extractor(torch.from_numpy(w)) for w in waves]
         lengths = torch.tensor([f.shape[0] for f in feats])
         batch = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
         timings["features"] = timings.get("features", 0.0) + time.perf_counter() - tic
         tic = time.perf_counter()
-        log_probs, out_lengths = self.model(batch, lengths)
+        log_probs, out_lengths = model(batch, lengths)
         log_probs = log_probs.float().cpu().numpy()
         timings["model"] = timings.get("model", 0.0) + time.perf_counter() - tic
         return [lp[:n] for lp, n in zip(log_probs, out_lengths.tolist())]
@@ -224,6 +258,7 @@ class StreamState:
     open_lm: str = ""
     segments: list = field(default_factory=list)  # (start, end) seconds of each final segment's speech
     seconds: float = 0.0  # audio received so far
+    pending: int = 0  # the last `pending` final segments still show provisional text (final decode running)
 
     @property
     def greedy(self) -> str:
@@ -241,17 +276,26 @@ class StreamingSession:
     open segment, re-decodes it on every `feed`, and closes it at a pause (a run of quiet 10 ms
     frames at least `pause_seconds` long) or when it reaches `max_segment_seconds`. Closed
     segments are never decoded again, so an update costs the same at minute 5 as at second 5.
-    Partial LM text uses a narrower beam; a closed segment gets the full one.
+
+    Two passes, so that no update waits for the slow one: the open segment's text is provisional,
+    from `Transcriber.partial_model()` (int8 on a CPU) and a narrow beam (`partial_beam_width`).
+    A closed segment first shows the same provisional text; its final decode (the full model and
+    the full beam, exactly what `Transcriber.transcribe` gives for its samples) runs on a worker
+    thread (`background=True`) and replaces it at the first `feed` after it is done; `finish()`
+    waits for all of them. With `background=False` the closing update decodes it itself.
     """
 
     def __init__(self, transcriber: Transcriber, pause_seconds: float = 0.4, max_segment_seconds: float = 6.0,
-                 min_update_seconds: float = 0.25, partial_beam_width: int = 16):
+                 min_update_seconds: float = 0.25, partial_beam_width: int = 16, background: bool = True,
+                 fast_partials: bool = True):
         if not max_segment_seconds >= MIN_SEGMENT_SECONDS + 0.5:  # a forced cut lands half a second before it
             raise ValueError(f"max_segment_seconds={max_segment_seconds}: at least {MIN_SEGMENT_SECONDS + 0.5} s")
         self.t = transcriber
         self.pause_seconds, self.max_segment_seconds = pause_seconds, max_segment_seconds
-        self.partial_beam_width = partial_beam_width  # the open segment's LM text: a narrower, faster beam
+        self.partial_beam_width = partial_beam_width
+        self.partial_network = transcriber.partial_model() if fast_partials else transcriber.model
         self.min_update_seconds = min_update_seconds
+        self.background = background
         self.state = StreamState()
         self.buffer = np.zeros(0, np.float32)  # the open segment, 16 kHz
         self.buffer_start = 0  # its first sample's index in the whole stream
@@ -259,11 +303,14 @@ class StreamingSession:
         self.quiet_frames = 0
         self.heard_speech = False
         self.noise_floor = None
+        self._last_partial = None  # (span, Result) of the last provisional decode of the open segment
+        self._finals = deque()  # futures of the final decodes still shown as provisional, oldest first
+        self._worker = None  # one thread, made at the first close: finals finish in order
 
     def feed(self, chunk, sample_rate: int) -> StreamState:
         """Add a chunk ((samples,) or (samples, channels), int or float, any rate); returns the state."""
         if np.asarray(chunk).size == 0:
-            return self.state
+            return self._collect()
         wave = to_mono_16k(chunk, sample_rate, name="microphone chunk", whole=False)
         self.state.seconds += wave.size / SAMPLE_RATE
         self._track_pauses(wave)
@@ -275,13 +322,13 @@ class StreamingSession:
             closed = True
         if not closed and self.pending >= self.min_update_seconds * SAMPLE_RATE:
             self._decode_open()
-        return self.state
+        return self._collect()
 
     def finish(self) -> StreamState:
-        """Close the open segment and return the final state."""
+        """Close the open segment, wait for every final decode and return the final state."""
         if self.buffer.size:
             self._close(self.buffer.size)
-        return self.state
+        return self._collect(wait=True)
 
     def _is_speech(self, levels: np.ndarray) -> np.ndarray:
         return levels > max((self.noise_floor or 0.0) * 4, 3e-3)
@@ -315,25 +362,61 @@ class StreamingSession:
         start, end = max(0, speech[0] * hop - margin), min(wave.size, (speech[-1] + 1) * hop + margin)
         return (start, end) if end - start >= 0.1 * SAMPLE_RATE else None
 
-    def _decode(self, wave: np.ndarray, span: tuple[int, int] | None, **beam_options) -> Result | None:
+    def _partial(self, span: tuple[int, int] | None) -> Result | None:
+        """Provisional decode of the open segment's `span` (the last one again if it has not changed)."""
         if span is None:
             return None
-        wave = wave[span[0]:span[1]]
-        return self.t.decode(self.t.emissions(wave), wave.size / SAMPLE_RATE, **beam_options)
+        if self._last_partial is None or self._last_partial[0] != span:
+            wave = self.buffer[span[0]:span[1]]
+            emissions = self.t.emissions(wave, model=self.partial_network)
+            self._last_partial = span, self.t.decode(emissions, wave.size / SAMPLE_RATE,
+                                                     beam_width=self.partial_beam_width)
+        return self._last_partial[1]
+
+    def _final(self, wave: np.ndarray) -> Result:
+        with _switch_interval(GIL_SWITCH_SECONDS):  # or the caller's next partial waits on this thread's beam
+            return self.t.decode(self.t.emissions(wave), wave.size / SAMPLE_RATE)
 
     def _decode_open(self) -> None:
         self.pending = 0
-        result = self._decode(self.buffer, self._speech_span(self.buffer), beam_width=self.partial_beam_width)
+        result = self._partial(self._speech_span(self.buffer))
         self.state.open_greedy, self.state.open_lm = (result.greedy, result.lm) if result else ("", "")
 
     def _close(self, cut: int) -> None:
         span = self._speech_span(self.buffer[:cut]) if self.heard_speech else None
-        result = self._decode(self.buffer, span)
-        if result is not None and (result.greedy or result.lm):
+        if span is not None:
+            wave = self.buffer[span[0]:span[1]].copy()
+            if self.background:
+                self._worker = self._worker or ThreadPoolExecutor(1, thread_name_prefix="ds2-final")
+                self._finals.append(self._worker.submit(self._final, wave))
+                result = self._partial(span)
+            else:
+                result = self._final(wave)
             self.state.final_greedy.append(result.greedy)
             self.state.final_lm.append(result.lm)
             self.state.segments.append(tuple((self.buffer_start + i) / SAMPLE_RATE for i in span))
+            self.state.pending = len(self._finals)
+            if not self.background:
+                self._drop_if_empty(len(self.state.segments) - 1)
         self.buffer, self.buffer_start = self.buffer[cut:], self.buffer_start + cut
+        self._last_partial = None  # its span was in the buffer before the cut
         self.state.open_greedy = self.state.open_lm = ""
         # What follows the cut is decoded by the next update, not now: one decode per update.
         self.heard_speech, self.quiet_frames, self.pending = False, 0, self.buffer.size
+
+    def _collect(self, wait: bool = False) -> StreamState:
+        """Put the final decodes that are done (all of them, waiting, if `wait`) in place of their
+        provisional text, oldest first."""
+        while self._finals and (wait or self._finals[0].done()):
+            result = self._finals.popleft().result()
+            i = len(self.state.segments) - 1 - len(self._finals)
+            self.state.final_greedy[i], self.state.final_lm[i] = result.greedy, result.lm
+            self.state.pending = len(self._finals)
+            self._drop_if_empty(i)
+        return self.state
+
+    def _drop_if_empty(self, i: int) -> None:
+        """A final segment in which nothing was recognised is not shown."""
+        if not (self.state.final_greedy[i] or self.state.final_lm[i]):
+            for kept in (self.state.final_greedy, self.state.final_lm, self.state.segments):
+                del kept[i]

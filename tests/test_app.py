@@ -1,5 +1,6 @@
 """The app's handlers, called as Gradio calls them, on the tiny model and real fixture audio."""
 
+import dataclasses
 import importlib.abc
 import itertools
 import json
@@ -16,7 +17,7 @@ import demo
 from conftest import ROOT, TINY_MANIFEST, padded_clip
 from ds2.data import read_manifest
 from ds2.text import ALPHABET, wer_cer
-from ds2.transcriber import Transcriber
+from ds2.transcriber import StreamingSession, Transcriber
 
 ENTRIES = read_manifest(TINY_MANIFEST)
 HELLO, SEVEN = ENTRIES[2], ENTRIES[8]  # "hello world", "seven eight"
@@ -290,10 +291,19 @@ def test_terminal_microphone_prints_partial_and_final_lines(transcriber, monkeyp
         def __exit__(self, *exc):
             return False
     monkeypatch.setattr(demo, "open_microphone", lambda on_chunk: (FakeMicrophone(on_chunk), 48000))
+    partial = StreamingSession._partial  # provisional text marked, final decodes slow: only finals get lines
+
+    def marked(session, span):
+        result = partial(session, span)
+        return result and dataclasses.replace(result, greedy=result.greedy + " (provisional)")
+    monkeypatch.setattr(StreamingSession, "_partial", marked)
+    final = StreamingSession._final
+    monkeypatch.setattr(StreamingSession, "_final", lambda session, wave: time.sleep(0.3) or final(session, wave))
     assert demo.run_cli(transcriber) == 0
     out = capsys.readouterr().out
     assert out.count("greedy: seven eight\n") == 2 and out.count("lm:     seven eight\n") == 2
-    assert "… seven" in out  # partial lines while speaking
+    assert "… seven" in out and "(provisional)" in out  # partial lines while speaking
+    assert "greedy: seven eight (provisional)" not in out
 
 
 class _NoPortAudio(importlib.abc.MetaPathFinder):

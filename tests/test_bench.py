@@ -53,6 +53,7 @@ def test_streaming_latency_and_word_lag(transcriber):
     assert 0 < ms["p50"] <= ms["p95"] <= ms["max"] < 10_000
     assert stream["words"] > 0
     assert 0 <= stream["word_lag_s"]["p50"] <= stream["word_lag_s"]["p95"] < 10
+    assert stream["segments"] > 0 and 0 <= stream["final_lag_s"]["p50"] <= stream["final_lag_s"]["p95"] < 10
 
 
 def test_cold_start_in_a_fresh_process(tiny_model_dir):
@@ -105,9 +106,10 @@ def test_cli_prints_a_table_and_writes_json(tiny_model_dir, tmp_path):
          "--json", str(out), "--markdown"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| measurement | result: median (min-max) | target |" in done.stdout
-    assert "stream update p50 / p95 / max" in done.stdout
+    assert "stream update p50 / p95 / max" in done.stdout and "stream, one pass" in done.stdout
     report = json.loads(out.read_text())
-    assert set(report) == {"settings", "file", "stream"}
+    assert set(report) == {"settings", "file", "stream", "stream_one_pass"}
+    assert report["stream_one_pass"]["options"] == {"background": False, "fast_partials": False}
     assert report["settings"]["files"] == 2 and report["settings"]["threads"] == 1
     assert_spread(report["file"]["cli_no_lm"]["rtf"])
     assert report["stream"]["updates"] == 8

@@ -1,7 +1,10 @@
 """CTC decoding (greedy, beam, beam + KenLM) on hand-written emissions, and the LM recipe's pieces."""
 
 import json
+import threading
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -310,3 +313,35 @@ def test_given_vocabulary_decodes_like_pyctcdecodes_own_trie(arpa):
     for lp in [AMBIGUOUS, *(np.log(rng.dirichlet(np.ones(len(ALPHABET)) * 0.3, 40)).astype(np.float32) for _ in range(5))]:
         assert [(b.text, round(b.total_score, 4)) for b in ours.beams(lp, 5, alpha=0.5)] == \
                [(b.text, round(b.total_score, 4)) for b in theirs.beams(lp, 5, alpha=0.5)]
+
+
+def test_searches_with_the_same_weights_run_side_by_side_and_others_wait(lm_decoder, monkeypatch):
+    """A live session's final decode and its next partial one search at once; a search with other
+    LM weights must not change them under a running one (alpha and beta live on the shared LM)."""
+    inner, lm = lm_decoder._decoder.decode_beams, lm_decoder._decoder._language_model
+    both_inside, release, entered = threading.Barrier(2, timeout=10), threading.Event(), []
+
+    def decode_beams(*args, **kwargs):
+        entered.append(lm.alpha)
+        if len(entered) <= 2:
+            both_inside.wait()  # the first two (same weights) are inside together, or this times out
+        if len(entered) == 3:
+            release.wait(10)  # hold this search while another with other weights asks
+        alpha = lm.alpha
+        out = inner(*args, **kwargs)
+        assert lm.alpha == alpha  # nobody changed the weights during the search
+        return out
+
+    monkeypatch.setattr(lm_decoder._decoder, "decode_beams", decode_beams)
+    with ThreadPoolExecutor(2) as pool:
+        assert [f.result().text for f in [pool.submit(lm_decoder.decode, AMBIGUOUS, FRAME) for _ in range(2)]] \
+            == ["the cat", "the cat"]
+        held = pool.submit(lm_decoder.decode, AMBIGUOUS, FRAME)
+        while len(entered) < 3:
+            time.sleep(0.01)
+        other = pool.submit(lm_decoder.decode, AMBIGUOUS, FRAME, alpha=0.0)
+        time.sleep(0.3)
+        assert len(entered) == 3  # it waits for the held search to end
+        release.set()
+        assert held.result().text == "the cat" and other.result().text == "the cst"
+    assert entered[3] == 0.0 and lm_decoder.decode(AMBIGUOUS, FRAME).text == "the cat"

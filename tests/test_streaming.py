@@ -1,6 +1,9 @@
+import threading
+
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from conftest import TINY_MANIFEST
 from ds2.data import read_manifest
@@ -102,3 +105,48 @@ def test_silence_and_tiny_chunks_are_harmless(transcriber):
     for chunk in [np.zeros(0, np.int16), np.zeros(10, np.int16), np.zeros(48000, np.int16)]:
         assert session.feed(chunk, 48000).greedy == ""
     assert session.finish().greedy == ""
+
+
+def _stream(session, audio):
+    for chunk in _as_browser_chunks(audio):
+        session.feed(chunk, 48000)
+    return session.finish()
+
+
+def test_final_decodes_on_the_worker_equal_those_of_the_closing_update(transcriber):
+    audio = _speech_with_pauses([2, 3, 5, 7])
+    behind = _stream(transcriber.stream(), audio)
+    inline = _stream(transcriber.stream(background=False), audio)
+    assert len(behind.segments) == 4 and behind.pending == inline.pending == 0
+    assert (behind.final_greedy, behind.final_lm, behind.segments) == (inline.final_greedy, inline.final_lm,
+                                                                        inline.segments)
+
+
+def test_a_closed_segment_shows_provisional_text_until_its_final_decode_is_in(transcriber, monkeypatch):
+    session, release = transcriber.stream(), threading.Event()
+    final = session._final
+    monkeypatch.setattr(session, "_final", lambda wave: release.wait(10) and final(wave))
+    audio = _speech_with_pauses([2, 3])
+    chunks = iter(_as_browser_chunks(audio))
+    while not (state := session.feed(next(chunks), 48000)).segments:
+        pass
+    assert state.pending == 1 and state.final_greedy[0]  # provisional: the fast network's text
+    start, end = (round(s * 16000) for s in state.segments[0])
+    piece = audio[start:end]
+    partial = transcriber.emissions(piece, model=transcriber.partial_model())
+    assert state.final_greedy[0] == transcriber.decode(partial, 1.0, beam=False).greedy
+    for chunk in chunks:
+        assert session.feed(chunk, 48000).pending >= 1  # held back: still provisional
+    release.set()
+    state = session.finish()
+    assert state.pending == 0 and len(state.segments) == 2
+    assert state.final_greedy[0] == transcriber.transcribe(piece, 16000).greedy
+
+
+def test_partial_network_is_int8_on_a_cpu_and_close_to_the_model(transcriber):
+    fast = transcriber.partial_model()
+    assert fast is transcriber.partial_model() and fast is not transcriber.model  # made once
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.GRU) for m in fast.modules())
+    wave, _ = sf.read(ENTRIES[2]["audio"], dtype="float32")
+    exact, quick = transcriber.emissions(wave), transcriber.emissions(wave, model=fast)
+    assert exact.shape == quick.shape and (exact.argmax(1) == quick.argmax(1)).mean() > 0.9
