@@ -328,7 +328,11 @@ class StreamingSession:
         """Close the open segment, wait for every final decode and return the final state."""
         if self.buffer.size:
             self._close(self.buffer.size)
-        return self._collect(wait=True)
+        state = self._collect(wait=True)
+        if self._worker is not None:  # its thread ends now; audio fed after this starts another
+            self._worker.shutdown()
+            self._worker = None
+        return state
 
     def _is_speech(self, levels: np.ndarray) -> np.ndarray:
         return levels > max((self.noise_floor or 0.0) * 4, 3e-3)

@@ -118,6 +118,7 @@ def test_final_decodes_on_the_worker_equal_those_of_the_closing_update(transcrib
     behind = _stream(transcriber.stream(), audio)
     inline = _stream(transcriber.stream(background=False), audio)
     assert len(behind.segments) == 4 and behind.pending == inline.pending == 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("ds2-final")]  # finish() ended them
     assert (behind.final_greedy, behind.final_lm, behind.segments) == (inline.final_greedy, inline.final_lm,
                                                                         inline.segments)
 
