@@ -113,3 +113,18 @@ def test_cli_prints_a_table_and_writes_json(tiny_model_dir, tmp_path):
     assert report["settings"]["files"] == 2 and report["settings"]["threads"] == 1
     assert_spread(report["file"]["cli_no_lm"]["rtf"])
     assert report["stream"]["updates"] == 8
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pocketsphinx") is None, reason="pocketsphinx is not installed")
+def test_results_reuse_a_pocketsphinx_run_only_for_the_same_files(tmp_path, monkeypatch):
+    from train import results
+    entries = [dict(e) for e in ENTRIES[2:3]]
+    first = results.peer_results(entries, cache_dir=tmp_path)
+    assert first["status"] == "ok" and "cached" not in first
+    monkeypatch.setattr(results, "pocketsphinx", lambda *a, **k: pytest.fail("ran again"))
+    again = results.peer_results(entries, cache_dir=tmp_path)
+    assert again["cached"] and {k: again[k] for k in first} == first
+    monkeypatch.setattr(results, "pocketsphinx", lambda *a, **k: {"status": "ran"})
+    entries[0]["text"] += " more"  # other references: another key
+    assert results.peer_results(entries, cache_dir=tmp_path) == {"status": "ran"}
+    assert results.peer_results(ENTRIES[2:3], cache_dir=None) == {"status": "ran"}  # no cache: always runs

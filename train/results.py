@@ -9,7 +9,10 @@ are used for this report only, never to choose a model or LM weights.
 """
 
 import argparse
+import hashlib
 import json
+import os
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -26,7 +29,29 @@ TEST_SETS = {  # name -> manifest in --data
 }
 
 
-def results(transcriber: Transcriber, data_dir, threads: int = 1) -> list[dict]:
+def peer_results(entries: list[dict], threads: int = 1, cache_dir="~/.cache/ds2/peer") -> dict:
+    """PocketSphinx on `entries` (ds2.bench.pocketsphinx). Its transcripts depend only on the audio
+    files, the references and its version, so a run is kept in `cache_dir` under a key of those
+    (each file's path, size and modification time) and reused; None for no cache. A reused run says
+    so ("cached": the file), and its RTF is that run's."""
+    try:
+        peer_version = version("pocketsphinx")
+    except PackageNotFoundError:
+        return pocketsphinx(entries, repeats=1, threads=threads)  # "not installed"
+    key = hashlib.sha256(json.dumps([peer_version] + [
+        (e["audio"], os.path.getsize(e["audio"]), os.path.getmtime(e["audio"]), e["text"]) for e in entries
+    ]).encode()).hexdigest()[:16]
+    path = Path(cache_dir).expanduser() / f"pocketsphinx-{key}.json" if cache_dir else None
+    if path is not None and path.exists():
+        return {**json.loads(path.read_text()), "cached": str(path)}
+    peer = pocketsphinx(entries, repeats=1, threads=threads)
+    if path is not None and peer.get("status") == "ok":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(peer) + "\n")
+    return peer
+
+
+def results(transcriber: Transcriber, data_dir, threads: int = 1, peer_cache="~/.cache/ds2/peer") -> list[dict]:
     rows = []
     for name, manifest in TEST_SETS.items():
         path = Path(data_dir).expanduser() / manifest
@@ -34,9 +59,9 @@ def results(transcriber: Transcriber, data_dir, threads: int = 1) -> list[dict]:
             continue
         entries = read_manifest(path)
         ours = evaluate(transcriber, entries)
-        peer = pocketsphinx(entries, repeats=1, threads=threads)
-        rows.append({"test_set": name, "manifest": manifest, **ours,
-                     "pocketsphinx": {k: v for k, v in peer.items() if k in ("status", "version", "wer", "cer", "rtf")}})
+        peer = peer_results(entries, threads, peer_cache)
+        rows.append({"test_set": name, "manifest": manifest, **ours, "pocketsphinx": {
+            k: v for k, v in peer.items() if k in ("status", "version", "wer", "cer", "rtf", "cached")}})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -59,9 +84,13 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default="~/.cache/ds2/data", help="folder with the test manifests")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--peer-cache", default="~/.cache/ds2/peer",
+                        help="where PocketSphinx's runs are kept and reused (its result depends only on the "
+                             "audio, the references and its version); 'none' to run it afresh")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = results(Transcriber(args.model, lm=args.lm), args.data, args.threads)
+    rows = results(Transcriber(args.model, lm=args.lm), args.data, args.threads,
+                   None if args.peer_cache == "none" else args.peer_cache)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     print(markdown(rows))
