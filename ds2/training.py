@@ -73,6 +73,7 @@ class TrainConfig:
     specaugment: bool = True
     specaugment_policy: dict = field(default_factory=dict)  # SpecAugment fields: {freq_width = 27, time_masks = 4}
     precise_bn_seconds: float = 0.0  # before each dev pass, BatchNorm statistics from this much training audio
+    freeze_batchnorm: bool = False  # normalise with init's running statistics in training too (see train_mode)
     sortagrad: bool = True
     cache_audio: bool = True  # keep decoded waveforms in memory after first use (4 bytes/sample)
     amp: str = "bf16"  # "bf16", "fp16" or "none" on CUDA; CPUs train in fp32 unless cpu_amp is set
@@ -129,6 +130,10 @@ class TrainConfig:
             raise ConfigError(f"specaugment_policy {self.specaugment_policy}: {e}") from None
         if self.time_budget_min < 0:
             raise ConfigError(f"time_budget_min = {self.time_budget_min}: expected minutes >= 0")
+        if self.freeze_batchnorm and not self.init:
+            raise ConfigError("freeze_batchnorm keeps the statistics of the model it starts from: set init too")
+        if self.freeze_batchnorm and self.precise_bn_seconds:
+            raise ConfigError("freeze_batchnorm keeps init's statistics; precise_bn_seconds would replace them")
 
 
 def cpu_has_bf16(say: bool = True) -> bool:
@@ -177,6 +182,18 @@ def greedy_pairs(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_s
 
 def batchnorm_layers(model: torch.nn.Module) -> list:
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def train_mode(model: torch.nn.Module, freeze_batchnorm: bool = False) -> None:
+    """Put `model` in training mode; with `freeze_batchnorm`, its BatchNorm layers stay in eval mode:
+    they normalise every batch with their running statistics, which no batch updates (their scale and
+    shift still learn). Trained this way, the network learns to work with the one set of statistics
+    that inference will use for every kind of speech, instead of each length-bucketed batch's own
+    (read books, spelled letters and 8 kHz digits each get theirs in training, a mixture at inference)."""
+    model.train()
+    if freeze_batchnorm:
+        for m in batchnorm_layers(model):
+            m.eval()
 
 
 @torch.no_grad()
@@ -332,9 +349,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
               f"{sum(e['duration'] for e in entries) / 3600:.2f} h; {steps_per_epoch} steps per epoch on {device}")
 
     # --- the loop ---
-    model.train()
     stop = False
     while state["epoch"] < state["planned_epochs"] and not stop:
+        train_mode(model, cfg.freeze_batchnorm)  # again each epoch: the dev pass leaves it in plain training mode
         epoch_tic, first_batch = time.time(), state["batch"]
         train_set.epoch = state["epoch"]
         sampler.set_epoch(state["epoch"], state["batch"])

@@ -104,3 +104,30 @@ def test_precise_bn_in_training_saves_the_statistics_of_the_saved_weights(tmp_pa
     train(tiny_config(tmp_path / "plain", 2, epochs=1, dev=[str(TINY_MANIFEST)]))
     plain = batchnorm_layers(load_model(tmp_path / "plain" / "best")[0])
     assert not torch.allclose(plain[0].running_mean, saved[0][0])  # without it: the last batches' average
+
+
+def test_frozen_batchnorm_trains_the_weights_with_the_initial_statistics(tiny_model_dir, tmp_path):
+    from conftest import tiny_config
+    from ds2.training import train
+    start = batchnorm_layers(load_model(tiny_model_dir)[0])
+    weights = {k: v for k, v in load_model(tiny_model_dir)[0].state_dict().items() if "running" not in k}
+    # two epochs with a dev pass between them: the dev pass leaves the model in training mode, and
+    # the second epoch must freeze the statistics again
+    settings = dict(epochs=2, max_steps=0, init=str(tiny_model_dir), dev=[str(TINY_MANIFEST)], lr=1e-3)
+    train(tiny_config(tmp_path / "frozen", 0, freeze_batchnorm=True, **settings))
+    frozen = load_model(tmp_path / "frozen" / "best")[0]
+    for layer, before in zip(batchnorm_layers(frozen), start):
+        assert torch.equal(layer.running_mean, before.running_mean) and torch.equal(layer.running_var, before.running_var)
+    assert any(not torch.equal(v, weights[k]) for k, v in frozen.state_dict().items() if k in weights)
+    train(tiny_config(tmp_path / "plain", 0, **settings))
+    plain = batchnorm_layers(load_model(tmp_path / "plain" / "best")[0])
+    assert not torch.equal(plain[0].running_mean, start[0].running_mean)  # without it, training moves them
+
+
+def test_frozen_batchnorm_needs_a_model_to_start_from(tmp_path):
+    from conftest import tiny_config
+    from ds2.training import ConfigError
+    with pytest.raises(ConfigError, match="init"):
+        tiny_config(tmp_path, 1, freeze_batchnorm=True)
+    with pytest.raises(ConfigError, match="precise_bn_seconds"):
+        tiny_config(tmp_path, 1, freeze_batchnorm=True, init=str(tmp_path), precise_bn_seconds=100.0)
