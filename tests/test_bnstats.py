@@ -109,8 +109,9 @@ def test_precise_bn_in_training_saves_the_statistics_of_the_saved_weights(tmp_pa
 def test_frozen_batchnorm_trains_the_weights_with_the_initial_statistics(tiny_model_dir, tmp_path):
     from conftest import tiny_config
     from ds2.training import train
-    start = batchnorm_layers(load_model(tiny_model_dir)[0])
-    weights = {k: v for k, v in load_model(tiny_model_dir)[0].state_dict().items() if "running" not in k}
+    initial = load_model(tiny_model_dir)[0]
+    start = batchnorm_layers(initial)
+    weights = {k: v for k, v in initial.state_dict().items() if "running" not in k}
     # two epochs with a dev pass between them: the dev pass leaves the model in training mode, and
     # the second epoch must freeze the statistics again
     settings = dict(epochs=2, max_steps=0, init=str(tiny_model_dir), dev=[str(TINY_MANIFEST)], lr=1e-3)
