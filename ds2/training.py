@@ -165,7 +165,9 @@ def lr_factor(step: int, warmup: int, total: int, final: float) -> float:
 
 @torch.no_grad()
 def greedy_pairs(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_seconds: float = 240.0) -> list:
-    """(reference, greedy hypothesis) for each utterance of `dataset`."""
+    """(reference, greedy hypothesis) for each utterance of `dataset`. The model runs in eval mode;
+    every module gets back the mode it had (frozen BatchNorm layers stay frozen)."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     frame_seconds = 0.0  # timings are not needed here
     sampler = BucketBatchSampler([e["duration"] for e in dataset.entries], max_batch_seconds, sortagrad=True)
@@ -176,7 +178,8 @@ def greedy_pairs(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_s
         log_probs, lengths = model(batch["feats"].to(device), batch["feat_lengths"])
         for lp, n, ref in zip(log_probs.float().cpu().numpy(), lengths.tolist(), batch["texts"]):
             pairs.append((ref, greedy_decode(lp[:n], frame_seconds).text))
-    model.train()
+    for m, training in modes:
+        m.training = training
     return pairs
 
 
@@ -351,7 +354,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     # --- the loop ---
     stop = False
     while state["epoch"] < state["planned_epochs"] and not stop:
-        train_mode(model, cfg.freeze_batchnorm)  # again each epoch: the dev pass leaves it in plain training mode
+        train_mode(model, cfg.freeze_batchnorm)
         epoch_tic, first_batch = time.time(), state["batch"]
         train_set.epoch = state["epoch"]
         sampler.set_epoch(state["epoch"], state["batch"])

@@ -112,8 +112,7 @@ def test_frozen_batchnorm_trains_the_weights_with_the_initial_statistics(tiny_mo
     initial = load_model(tiny_model_dir)[0]
     start = batchnorm_layers(initial)
     weights = {k: v for k, v in initial.state_dict().items() if "running" not in k}
-    # two epochs with a dev pass between them: the dev pass leaves the model in training mode, and
-    # the second epoch must freeze the statistics again
+    # two epochs with a dev pass between them: the second epoch must still train with them frozen
     settings = dict(epochs=2, max_steps=0, init=str(tiny_model_dir), dev=[str(TINY_MANIFEST)], lr=1e-3)
     train(tiny_config(tmp_path / "frozen", 0, freeze_batchnorm=True, **settings))
     frozen = load_model(tmp_path / "frozen" / "best")[0]
@@ -123,6 +122,17 @@ def test_frozen_batchnorm_trains_the_weights_with_the_initial_statistics(tiny_mo
     train(tiny_config(tmp_path / "plain", 0, **settings))
     plain = batchnorm_layers(load_model(tmp_path / "plain" / "best")[0])
     assert not torch.equal(plain[0].running_mean, start[0].running_mean)  # without it, training moves them
+
+
+def test_dev_pass_gives_every_module_back_its_mode(tiny_model_dir):
+    from ds2.training import greedy_pairs, train_mode
+    model, features, _ = load_model(tiny_model_dir)
+    dataset = SpeechDataset(read_manifest(TINY_MANIFEST, 20.0), FeatureExtractor(features))
+    train_mode(model, freeze_batchnorm=True)
+    before = [m.training for m in model.modules()]
+    assert True in before and False in before
+    pairs = greedy_pairs(model, dataset, "cpu")
+    assert len(pairs) == len(dataset) and [m.training for m in model.modules()] == before
 
 
 def test_frozen_batchnorm_needs_a_model_to_start_from(tmp_path):
