@@ -20,6 +20,7 @@ at each epoch's end), `best/` (the model with the best dev WER, as safetensors +
 end of each of the last N epochs, for `python -m train.average`.
 """
 
+import contextlib
 import csv
 import math
 import os
@@ -163,23 +164,33 @@ def lr_factor(step: int, warmup: int, total: int, final: float) -> float:
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+@contextlib.contextmanager
+def modes_kept(model: torch.nn.Module):
+    """Give every module of `model` back the train/eval mode it had (frozen BatchNorm layers in a
+    model in training mode among them), however the block inside changes them or ends."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 @torch.no_grad()
 def greedy_pairs(model: DeepSpeech2, dataset: SpeechDataset, device, max_batch_seconds: float = 240.0) -> list:
     """(reference, greedy hypothesis) for each utterance of `dataset`. The model runs in eval mode;
     every module gets back the mode it had (frozen BatchNorm layers stay frozen)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     frame_seconds = 0.0  # timings are not needed here
     sampler = BucketBatchSampler([e["duration"] for e in dataset.entries], max_batch_seconds, sortagrad=True)
     pairs = []
-    for batch in torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate):
-        if not batch["size"]:
-            continue
-        log_probs, lengths = model(batch["feats"].to(device), batch["feat_lengths"])
-        for lp, n, ref in zip(log_probs.float().cpu().numpy(), lengths.tolist(), batch["texts"]):
-            pairs.append((ref, greedy_decode(lp[:n], frame_seconds).text))
-    for m, training in modes:
-        m.training = training
+    with modes_kept(model):
+        model.eval()
+        for batch in torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate):
+            if not batch["size"]:
+                continue
+            log_probs, lengths = model(batch["feats"].to(device), batch["feat_lengths"])
+            for lp, n, ref in zip(log_probs.float().cpu().numpy(), lengths.tolist(), batch["texts"]):
+                pairs.append((ref, greedy_decode(lp[:n], frame_seconds).text))
     return pairs
 
 
@@ -213,23 +224,23 @@ def recompute_batchnorm(model: DeepSpeech2, dataset: SpeechDataset, device, max_
     for m in norms:
         m.reset_running_stats()
     sampler = BucketBatchSampler([e["duration"] for e in dataset.entries], max_batch_seconds, seed, sortagrad=False)
-    was_training, used, seconds = model.training, 0, 0.0
-    model.train()
+    used, seconds = 0, 0.0
     try:
-        for batch in torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate):
-            if max_seconds is not None and seconds >= max_seconds:
-                break
-            if batch["size"]:
-                seconds += batch["seconds"]
-                for m in norms:  # running = (1 - w) running + w batch: an average weighted by audio length
-                    m.momentum = batch["seconds"] / seconds
-                model(batch["feats"].to(device), batch["feat_lengths"])
-                used += 1
+        with modes_kept(model):
+            model.train()
+            for batch in torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate):
+                if max_seconds is not None and seconds >= max_seconds:
+                    break
+                if batch["size"]:
+                    seconds += batch["seconds"]
+                    for m in norms:  # running = (1 - w) running + w batch: an average weighted by audio length
+                        m.momentum = batch["seconds"] / seconds
+                    model(batch["feats"].to(device), batch["feat_lengths"])
+                    used += 1
     finally:
         for m, momentum, count in zip(norms, momenta, counts):
             m.momentum = momentum
             m.num_batches_tracked.copy_(count)  # a training count, which this was not
-        model.train(was_training)
     return used
 
 
