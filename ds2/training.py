@@ -318,9 +318,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(sampler)
     # planned_epochs is cfg.epochs, or fewer under a time budget; `seconds` is the wall time of the
-    # epochs run so far, across resumes
+    # epochs run so far, across resumes, and `epoch_seconds_done` that of the current epoch's batches up
+    # to its last checkpoint, so that a run cut mid-epoch keeps counting them when resumed
     state = {"epoch": 0, "batch": 0, "step": 0, "best_wer": float("inf"), "skipped_batches": 0,
-             "skipped_utterances": 0, "planned_epochs": cfg.epochs, "seconds": 0.0}
+             "skipped_utterances": 0, "planned_epochs": cfg.epochs, "seconds": 0.0, "epoch_seconds_done": 0.0}
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
         s, cfg.warmup_steps, state["planned_epochs"] * steps_per_epoch, cfg.final_lr_fraction))
     if device.type == "cuda":
@@ -345,10 +346,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
 
     def checkpoint():
         if main_process:
+            saved = dict(state)
+            if state["batch"]:  # mid-epoch: this epoch's time so far
+                saved["epoch_seconds_done"] = state["epoch_seconds_done"] + time.time() - epoch_tic
             save_resume_state(resume_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": torch.get_rng_state(), "state": dict(state), "config": cfg.__dict__})
+                "rng": torch.get_rng_state(), "state": saved, "config": cfg.__dict__})
 
     writer = log_file = None
     if main_process:
@@ -363,7 +367,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
               f"{sum(e['duration'] for e in entries) / 3600:.2f} h; {steps_per_epoch} steps per epoch on {device}")
 
     # --- the loop ---
-    stop = False
+    stop, epoch_tic = False, time.time()
     while state["epoch"] < state["planned_epochs"] and not stop:
         train_mode(model, cfg.freeze_batchnorm)
         epoch_tic, first_batch = time.time(), state["batch"]
@@ -439,7 +443,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         if main_process and cfg.keep_epochs:
             save_epoch(out_dir / "epochs", state["epoch"], cfg.keep_epochs, model, features,
                        {"epoch": state["epoch"], "step": state["step"], "train": cfg.train})
-        state["seconds"] += time.time() - epoch_tic
+        state["seconds"] += state["epoch_seconds_done"] + time.time() - epoch_tic
+        state["epoch_seconds_done"] = 0.0
         if cfg.time_budget_min:  # a whole epoch's time, from the batches this process ran of it
             epoch_seconds = (train_seconds * steps_per_epoch / max(1, steps_per_epoch - first_batch)
                              + time.time() - epoch_tic - train_seconds)

@@ -134,6 +134,19 @@ def test_time_budget_trains_only_the_epochs_that_fit(tmp_path, capsys):
     assert again["step"] == state["step"]  # the plan was met: nothing more to do
 
 
+def test_a_run_cut_mid_epoch_counts_that_epochs_time_when_resumed(tmp_path):
+    settings = dict(max_batch_seconds=3, epochs=2, checkpoint_every=2)  # several batches an epoch
+    train(tiny_config(tmp_path, 3, **settings))  # stops after 3 steps, inside the first epoch
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["state"]["epoch"] == 0 and saved["state"]["batch"] > 0  # inside the first epoch
+    assert saved["state"]["seconds"] == 0.0 and saved["state"]["epoch_seconds_done"] > 0
+    saved["state"]["epoch_seconds_done"] = 1000.0  # as if the cut run had trained for 1000 s
+    torch.save(saved, tmp_path / "last.pt")
+    _, state = train(tiny_config(tmp_path, 0, **{**settings, "max_steps": 0, "epochs": 1}), resume=True)
+    assert state["epoch"] == 1 and 1000.0 < state["seconds"] < 1000.0 + 60
+    assert state["epoch_seconds_done"] == 0.0
+
+
 def test_specaugment_policy_is_checked_and_used(tmp_path):
     with pytest.raises(ConfigError, match="specaugment_policy.*freq_widht"):
         TrainConfig.load(None, ["specaugment_policy.freq_widht=27"])
