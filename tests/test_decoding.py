@@ -288,6 +288,20 @@ def test_tune_can_leave_out_dev_utterances_the_lm_has_read(arpa, tiny_text, tmp_
     assert json.loads((tmp_path / "lm.json").read_text())["tuned_utterances"] == 1
 
 
+@pytest.mark.parametrize("command", ["tune", "beams"])
+def test_tune_and_beams_refuse_missing_inputs_before_any_work(command, tmp_path, capsys):
+    (tmp_path / "lm").mkdir()
+    np.savez(tmp_path / "dev.npz", refs=np.array(["the cat"]), lp_0=AMBIGUOUS)
+    for emissions, lm_dir, named in [(tmp_path / "none.npz", tmp_path / "lm", "none.npz"),
+                                     (tmp_path / "dev.npz", tmp_path / "lm", "no lm.json"),
+                                     (tmp_path / "dev.npz", tmp_path / "nowhere", "nowhere")]:
+        with pytest.raises(SystemExit) as exit_info:
+            recipe.main([command, "--emissions", str(emissions), "--lm-dir", str(lm_dir)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err
+
+
 def test_build_runs_lmplz_on_a_tiny_corpus(kenlm_bin, tiny_text, tmp_path):
     kenlm = pytest.importorskip("kenlm")
     (tmp_path / "train.jsonl").write_text(json.dumps({"audio": "a.wav", "text": "THE CAT RAN", "duration": 1}) + "\n")

@@ -358,6 +358,13 @@ def main(argv=None) -> None:
     p.add_argument("--manifest", action="append", default=[], help="the LM's training manifests, as for build")
     p.add_argument("-n", type=int, default=OVERLAP_WORDS, help="n-gram length in words")
     args = parser.parse_args(argv)
+    if args.command in ("tune", "beams"):  # before minutes of work, not after
+        if not Path(args.emissions).is_file():
+            parser.error(f"--emissions {args.emissions}: no such file (python -m ds2 evaluate DEV.jsonl --lm none "
+                         "--greedy-only --save-emissions FILE writes one)")
+        if not (Path(args.lm_dir) / "lm.json").is_file():
+            parser.error(f"--lm-dir {args.lm_dir}: no lm.json there (give a folder that python -m train.lm build "
+                         "wrote, or a copy of assets/lm: the best point is written into its lm.json)")
     if args.command == "overlap":
         for r in overlap(args.check, args.text, args.manifest, args.n):
             print(f"{r['manifest']}: {r['sharing']} of {r['long_enough']} transcripts of {args.n}+ words share "
