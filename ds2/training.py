@@ -308,7 +308,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
 
     # --- model, optimiser, schedule ---
     model = DeepSpeech2(model_config(cfg.model, n_feats=features.n_feats, **cfg.model_overrides))
-    if cfg.init:
+    resume_path = out_dir / "last.pt"
+    resuming = resume and resume_path.exists()
+    if cfg.init and not resuming:  # a resumed run's weights are in last.pt: its init may be gone by now
         start, start_features, _ = load_model(Path(cfg.init).expanduser())
         require_same_setup(f"init {cfg.init}", start.config, start_features, model.config, features)
         model.load_state_dict(start.state_dict())
@@ -330,8 +332,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         use_amp, amp_dtype = cfg.cpu_amp and cpu_has_bf16(main_process), torch.bfloat16
     scaler = torch.amp.GradScaler(enabled=use_amp and amp_dtype == torch.float16)
 
-    resume_path = out_dir / "last.pt"
-    if resume and resume_path.exists():
+    if resuming:
         saved = load_resume_state(resume_path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])

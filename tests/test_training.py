@@ -178,6 +178,19 @@ def test_init_starts_a_new_run_from_a_model_folder(tiny_model_dir, tmp_path):
         train(tiny_config(tmp_path / "other", 1, init=str(tiny_model_dir), features={"n_mels": 64}))
 
 
+def test_a_resumed_run_does_not_need_its_init_folder_any_more(tiny_model_dir, tmp_path):
+    import shutil
+    init = tmp_path / "init"
+    shutil.copytree(tiny_model_dir, init)
+    settings = dict(init=str(init), max_batch_seconds=3, epochs=1, checkpoint_every=2)
+    train(tiny_config(tmp_path / "run", 2, **settings))
+    shutil.rmtree(init)  # e.g. a run folder of an earlier stage, lost with its machine
+    _, state = train(tiny_config(tmp_path / "run", 3, **settings), resume=True)
+    assert state["step"] == 3
+    with pytest.raises(CheckpointError):  # a fresh run still needs it
+        train(tiny_config(tmp_path / "fresh", 1, **settings))
+
+
 def test_fit_and_average_report_bad_model_folders_without_a_traceback(tmp_path, capsys):
     from train import average, fit
     with pytest.raises(SystemExit) as exit_info:
