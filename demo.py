@@ -259,7 +259,8 @@ def model_card(transcriber: Transcriber) -> str:
              f"**{transcriber.model.num_parameters / 1e6:.2f} M parameters**",
              f"- **Features**: {f.kind} ({f.n_feats} per frame), {f.window_ms} ms window, {f.hop_ms} ms hop",
              f"- **Training data**: {', '.join(Path(p).name for p in meta.get('train', [])) or 'not recorded'}"
-             f" ({meta.get('step', '?')} steps)",
+             + (f" (weights averaged over {len(meta['averaged'])} checkpoints)" if meta.get("averaged")
+                else f" ({meta.get('step', '?')} steps)"),
              "- **Measured**: " + (f"dev WER {meta['dev_wer']:.1%}, CER {meta['dev_cer']:.1%} (greedy)"
                                    if "dev_wer" in meta else "no dev-set WER recorded"),
              "- **Language model**: " + (str(transcriber.lm_dir) if transcriber.lm_dir else

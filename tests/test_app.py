@@ -248,14 +248,16 @@ def test_model_card_gives_architecture_training_data_and_wer(transcriber, tiny_m
     assert "2 bidirectional GRU layers of 96 units" in card
     assert f"{transcriber.model.num_parameters / 1e6:.2f} M parameters" in card
     assert "manifest.jsonl" in card and "no dev-set WER" in card and "none: beam search" in card
+    assert f"({transcriber.meta['step']} steps)" in card
     for name in ("model.safetensors", "config.json"):
         (tmp_path / name).write_bytes((tiny_model_dir / name).read_bytes())
     config = json.loads((tmp_path / "config.json").read_text())
-    config["meta"].update(dev_wer=0.123, dev_cer=0.045)
+    config["meta"].update(dev_wer=0.123, dev_cer=0.045, averaged=["run/epochs/004", "run/epochs/005"])
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "README.md").write_text("# ds2-tiny\nTrained on ten clips.\n")
     card = demo.model_card(Transcriber(tmp_path, lm=None))
     assert "dev WER 12.3%, CER 4.5%" in card and card.endswith("Trained on ten clips.\n")
+    assert "(weights averaged over 2 checkpoints)" in card and "steps)" not in card
 
 
 def test_app_has_the_contract_elem_ids_and_a_queue(transcriber, samples_dir):

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -265,6 +266,14 @@ def test_keep_epochs_and_average(tmp_path):
     assert meta["epoch"] == 4 and len(meta["averaged"]) == 2
     _, _, meta = load_model(average([tmp_path / "epochs" / "003", tmp_path / "best"], tmp_path / "avg2"))
     assert "dev_wer" in load_model(tmp_path / "best")[2] and "dev_wer" not in meta  # best's WER is not the mean's
+    other_run = tmp_path / "other-run"  # a folder of a run that went on from this one, on other data
+    shutil.copytree(tmp_path / "epochs" / "004", other_run)
+    config = json.loads((other_run / "config.json").read_text())
+    config["meta"]["train"] = ["other.jsonl"]
+    (other_run / "config.json").write_text(json.dumps(config))
+    _, _, meta = load_model(average([tmp_path / "epochs" / "003", other_run], tmp_path / "avg3"))
+    assert "epoch" not in meta and "step" not in meta  # no one epoch of one run
+    assert meta["train"] == [*load_model(tmp_path / "epochs" / "003")[2]["train"], "other.jsonl"]
     with pytest.raises(CheckpointError, match="model.n_feats .* features.n_mels"):
         average([tmp_path / "epochs" / "004", _other_model(tmp_path)], tmp_path / "bad")
 

@@ -1,5 +1,5 @@
-"""Average the weights of several model folders of one run (the last epochs of a cosine schedule):
-a cheap ensemble in one model, at no cost at inference.
+"""Average the weights of several model folders of one run (the last epochs of a cosine schedule),
+or of runs that went on from one another: a cheap ensemble in one model, at no cost at inference.
 
     python -m train.average ~/.cache/ds2/runs/small-s3/epochs/00{5,6,7,8} --out ~/.cache/ds2/runs/small-s3/avg \\
         --dev ~/.cache/ds2/data/dev.jsonl
@@ -8,6 +8,8 @@ Floating-point tensors are averaged, BatchNorm's running statistics included (an
 statistics the averaged weights would produce; measure it with --dev); integer buffers are taken from
 the last folder. Folders must share the model config and features. --dev prints the greedy dev
 WER/CER of each input and of the average, so you keep the average only when it is better.
+The average's meta is the last folder's; folders of several runs leave out its epoch and step and
+list every run's training manifests.
 """
 
 import argparse
@@ -30,7 +32,11 @@ def average(folders: list, out) -> Path:
     mean = {name: torch.stack([s[name] for s in states]).mean(0) if tensor.is_floating_point() else states[-1][name]
             for name, tensor in states[0].items()}
     first.load_state_dict(mean)
-    meta = {k: v for k, v in models[-1][2].items() if k not in ("dev_wer", "dev_cer")}  # not the average's
+    metas = [m for _, _, m in models]
+    meta = {k: v for k, v in metas[-1].items() if k not in ("dev_wer", "dev_cer")}  # not the average's
+    if any(m.get("train") != metas[-1].get("train") for m in metas):  # folders of several runs: no one epoch
+        meta = {k: v for k, v in meta.items() if k not in ("epoch", "step")}
+        meta["train"] = list(dict.fromkeys(p for m in metas for p in m.get("train", [])))
     return save_model(Path(out).expanduser(), first, features, {**meta, "averaged": [str(f) for f in folders]})
 
 
