@@ -17,7 +17,9 @@ too (and logged to TensorBoard), so that a gain on one part cannot hide a loss o
 `out_dir` receives `last.pt` (resume state, rewritten atomically every `checkpoint_every` steps and
 at each epoch's end), `best/` (the model with the best dev WER, as safetensors + config.json),
 `log.csv` and TensorBoard event files; with `keep_epochs=N`, also `epochs/NNN/`: the model at the
-end of each of the last N epochs, for `python -m train.average`.
+end of each of the last N epochs, for `python -m train.average`; with `swa_from=F`, also `swa/`: the
+running mean of the weights after every step from fraction F of the planned steps on (stochastic
+weight averaging, Izmailov et al., 2018), judged on dev at each epoch's end beside the model.
 """
 
 import contextlib
@@ -82,6 +84,7 @@ class TrainConfig:
     cudnn_benchmark: bool = True  # let cuDNN time its algorithms for each new input shape
     checkpoint_every: int = 200  # steps
     keep_epochs: int = 0  # keep the model of each of the last N epochs in epochs/NNN (for train.average)
+    swa_from: float = 0.0  # from this fraction of the planned steps on, average the weights of every step in swa/
     log_every: int = 10  # steps between rows of log.csv
     num_workers: int = 0
     threads: int = 0  # CPU threads for torch (0: torch's default)
@@ -133,6 +136,8 @@ class TrainConfig:
             raise ConfigError(f"time_budget_min = {self.time_budget_min}: expected minutes >= 0")
         if self.freeze_batchnorm and not self.init:
             raise ConfigError("freeze_batchnorm keeps the statistics of the model it starts from: set init too")
+        if not 0 <= self.swa_from < 1:
+            raise ConfigError(f"swa_from = {self.swa_from}: expected a fraction of the planned steps, 0 <= F < 1")
         if self.freeze_batchnorm and self.precise_bn_seconds:
             raise ConfigError("freeze_batchnorm keeps init's statistics; precise_bn_seconds would replace them")
 
@@ -262,6 +267,21 @@ def format_parts(scores: dict) -> str:
     return "".join(f"; {Path(name).name} WER {w:.2%} CER {c:.2%}" for name, (w, c) in scores.items())
 
 
+@torch.no_grad()
+def update_mean(mean: dict | None, model: torch.nn.Module, count: int) -> dict:
+    """The running mean of `count` earlier state dicts, updated with the model's current one (floating
+    tensors, BatchNorm statistics included, in fp32; integer buffers are the current ones)."""
+    current = model.state_dict()
+    if mean is None:
+        return {k: v.detach().float().clone() if v.is_floating_point() else v.clone() for k, v in current.items()}
+    for name, value in current.items():
+        if value.is_floating_point():
+            mean[name] += (value.float() - mean[name]) / (count + 1)
+        else:
+            mean[name] = value.clone()
+    return mean
+
+
 def save_epoch(folder: Path, epoch: int, keep: int, model: DeepSpeech2, features: FeatureConfig, meta: dict) -> None:
     """Save the model as folder/NNN (its epoch), then delete all but the `keep` latest epochs."""
     save_model(folder / f"{epoch:03d}", model, features, meta)
@@ -323,7 +343,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     # epochs run so far, across resumes, and `epoch_seconds_done` that of the current epoch's batches up
     # to its last checkpoint, so that a run cut mid-epoch keeps counting them when resumed
     state = {"epoch": 0, "batch": 0, "step": 0, "best_wer": float("inf"), "skipped_batches": 0,
-             "skipped_utterances": 0, "planned_epochs": cfg.epochs, "seconds": 0.0, "epoch_seconds_done": 0.0}
+             "skipped_utterances": 0, "planned_epochs": cfg.epochs, "seconds": 0.0, "epoch_seconds_done": 0.0,
+             "swa_steps": 0}
+    swa = None  # with swa_from: the running mean of the weights (main process only), in last.pt too
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
         s, cfg.warmup_steps, state["planned_epochs"] * steps_per_epoch, cfg.final_lr_fraction))
     if device.type == "cuda":
@@ -340,6 +362,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng"])
         state.update(saved["state"])
+        swa = {k: v.to(device) for k, v in saved["swa"].items()} if saved.get("swa") is not None else None
         if not cfg.time_budget_min:  # epochs=N given on resume takes effect
             state["planned_epochs"] = cfg.epochs
         if main_process:
@@ -353,7 +376,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
             save_resume_state(resume_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": torch.get_rng_state(), "state": saved, "config": cfg.__dict__})
+                "rng": torch.get_rng_state(), "state": saved, "config": cfg.__dict__, "swa": swa})
 
     writer = log_file = None
     if main_process:
@@ -402,6 +425,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
                     state["skipped_batches"] += 1
             scheduler.step()
             state["step"] += 1
+            if main_process and cfg.swa_from and \
+                    state["step"] > cfg.swa_from * state["planned_epochs"] * steps_per_epoch:
+                swa = update_mean(swa, model, state["swa_steps"])
+                state["swa_steps"] += 1
             if main_process and batch["size"]:
                 elapsed = time.time() - tic
                 bar.set_postfix(loss=f"{loss.item():.3f}", utt_s=f"{utts / elapsed:.1f}",
@@ -441,6 +468,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
                 save_model(out_dir / "best", model, features, {
                     "dev_wer": wer, "dev_cer": cer, "epoch": state["epoch"], "step": state["step"],
                     "train": cfg.train, "dev": cfg.dev})
+        if main_process and swa is not None:  # (the mean's BatchNorm statistics too: see train.bnstats)
+            averaged = DeepSpeech2(model.config).to(device)
+            averaged.load_state_dict(swa)
+            meta = {"epoch": state["epoch"], "step": state["step"], "train": cfg.train, "swa_steps": state["swa_steps"]}
+            if dev_sets:
+                (wer, cer), scores = evaluate_parts(averaged, dev_sets, device, cfg.max_batch_seconds)
+                print(f"epoch {state['epoch']} swa, the mean of the last {state['swa_steps']} steps: "
+                      f"{format_dev(wer, cer, scores)}")
+                writer.add_scalar("dev_swa/wer", wer, state["step"])
+                writer.add_scalar("dev_swa/cer", cer, state["step"])
+                meta.update(dev_wer=wer, dev_cer=cer, dev=cfg.dev)
+            save_model(out_dir / "swa", averaged, features, meta)
         if main_process and cfg.keep_epochs:
             save_epoch(out_dir / "epochs", state["epoch"], cfg.keep_epochs, model, features,
                        {"epoch": state["epoch"], "step": state["step"], "train": cfg.train})

@@ -11,7 +11,7 @@ import torch
 from conftest import ROOT, TINY_MANIFEST, tiny_config
 from ds2.checkpoint import CheckpointError
 from ds2.model import DeepSpeech2, model_config
-from ds2.training import ConfigError, TrainConfig, lr_factor, plan_epochs, train
+from ds2.training import ConfigError, TrainConfig, lr_factor, plan_epochs, train, update_mean
 
 
 def _losses(out_dir) -> dict[int, str]:
@@ -212,6 +212,7 @@ def test_fit_and_average_report_bad_model_folders_without_a_traceback(tmp_path, 
     ("lr=fast", "lr = 'fast': expected float"),
     ("epochs=2.5", "epochs = 2.5: expected int"),
     ("sortagrad=1", "sortagrad = 1: expected bool"),
+    ("swa_from=1.5", "swa_from = 1.5: expected a fraction"),
 ])
 def test_bad_settings_fail_at_load_time_in_one_line(setting, message, capsys):
     from train import fit
@@ -276,6 +277,45 @@ def test_keep_epochs_and_average(tmp_path):
     assert meta["train"] == [*load_model(tmp_path / "epochs" / "003")[2]["train"], "other.jsonl"]
     with pytest.raises(CheckpointError, match="model.n_feats .* features.n_mels"):
         average([tmp_path / "epochs" / "004", _other_model(tmp_path)], tmp_path / "bad")
+
+
+def test_update_mean_is_the_mean_of_every_state_seen():
+    model = DeepSpeech2(model_config("tiny", n_feats=40))
+    states, mean = [], None
+    for count in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            for b in model.buffers():  # BatchNorm statistics: averaged; its batch count: the last one
+                b.add_(torch.rand_like(b) if b.is_floating_point() else 1)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        mean = update_mean(mean, model, count)
+    for name, value in mean.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, torch.stack([s[name].float() for s in states]).mean(0), msg=name)
+        else:
+            assert torch.equal(value, states[-1][name])
+
+
+def test_swa_averages_the_last_steps_and_survives_a_resume(tmp_path, capsys):
+    from ds2.checkpoint import load_model
+    settings = dict(steps=20, epochs=4, max_batch_seconds=3, swa_from=0.5, dev=str(TINY_MANIFEST))
+    train(tiny_config(tmp_path / "straight", **settings))
+    out = capsys.readouterr().out
+    assert "; 5 steps per epoch" in out  # 20 planned: the mean of steps 11 to 20, from epoch 3 on
+    straight, _, meta = load_model(tmp_path / "straight" / "swa")
+    assert meta["swa_steps"] == 10 and meta["step"] == 20 and "dev_wer" in meta
+    assert "epoch 3 swa, the mean of the last 5 steps: dev WER" in out
+    assert "epoch 4 swa, the mean of the last 10 steps: dev WER" in out
+    assert "epoch 2 swa" not in out  # nothing averaged yet after 10 steps
+    last, _, _ = load_model(tmp_path / "straight" / "best")
+    assert any(not torch.equal(a, b) for a, b in zip(straight.state_dict().values(), last.state_dict().values()))
+    train(tiny_config(tmp_path / "split", **{**settings, "steps": 13}, checkpoint_every=1))  # stops mid-average
+    train(tiny_config(tmp_path / "split", **settings), resume=True)
+    resumed, _, meta = load_model(tmp_path / "split" / "swa")
+    assert meta["swa_steps"] == 10
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
 
 
 def _other_model(tmp_path):
