@@ -92,8 +92,9 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path=None, overrides=()) -> "TrainConfig":
-        """A TOML file (top-level keys, [model_overrides], [features]) then `key=value` overrides;
-        values are parsed as TOML, falling back to plain strings: lr=3e-4 model_overrides.rnn_layers=5."""
+        """A TOML file (top-level keys, [model_overrides], [features]; a [ship] table is train.ship's) then
+        `key=value` overrides; values are parsed as TOML, falling back to plain strings: lr=3e-4
+        model_overrides.rnn_layers=5."""
         data = tomllib.loads(Path(path).read_text()) if path else {}
         for item in overrides:
             key, sep, value = item.partition("=")
@@ -108,6 +109,7 @@ class TrainConfig:
             for p in parents:
                 target = target.setdefault(p, {})
             target[leaf] = value
+        data.pop("ship", None)  # the rule that picks the model to ship: read by train.ship, not by training
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -1,0 +1,108 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, TINY_MANIFEST
+from ds2.training import ConfigError, TrainConfig
+from train.ship import ShipRule, judge, main, summary
+
+
+def counts(*rows):
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+BASE = {"read.jsonl": counts([5, 10, 9, 40], [5, 10, 11, 40]), "spelled.jsonl": counts([1, 4, 1, 8], [0, 4, 0, 8])}
+
+
+def test_summary_pools_the_errors_of_every_part_before_dividing():
+    s = summary(BASE)
+    assert s["pooled"]["word_errors"] == 11 and s["pooled"]["words"] == 28 and s["pooled"]["wer"] == 39.29
+    assert s["parts"]["read.jsonl"]["wer"] == 50.0 and s["parts"]["read.jsonl"]["cer"] == 25.0
+
+
+def test_judge_applies_each_clause_of_the_rule():
+    rule = ShipRule(baseline="x", no_worse=["read.jsonl"], max_errors={"spelled.jsonl": 1}, resamples=500)
+    better = {"read.jsonl": counts([4, 10, 9, 40], [5, 10, 11, 40]), "spelled.jsonl": BASE["spelled.jsonl"]}
+    assert judge(better, BASE, rule)[0] == []
+    assert judge(BASE, BASE, rule)[0] == ["pooled WER 39.29% not below 39.29%"]
+    more_chars = {"read.jsonl": counts([4, 10, 12, 40], [5, 10, 11, 40]), "spelled.jsonl": BASE["spelled.jsonl"]}
+    assert judge(more_chars, BASE, rule)[0] == ["read.jsonl: 23 char errors, more than 20"]
+    spelled_worse = {"read.jsonl": counts([0, 10, 0, 40], [0, 10, 0, 40]), "spelled.jsonl": counts([1, 4, 1, 8], [1, 4, 1, 8])}
+    reasons, boot = judge(spelled_worse, BASE, rule)
+    assert reasons == ["spelled.jsonl: 2 word errors, more than 1"]  # one utterance of two: not beyond chance
+    assert boot["spelled.jsonl"]["p_worse"] < 0.95 and boot["read.jsonl"]["p_better"] == 1.0
+
+
+def test_judge_refuses_a_part_worse_beyond_chance():
+    base = {"a.jsonl": counts(*[[0, 5, 0, 20]] * 40), "b.jsonl": counts(*[[9, 10, 30, 40]] * 40)}
+    cand = {"a.jsonl": counts(*[[1, 5, 1, 20]] * 40), "b.jsonl": counts(*[[0, 10, 0, 40]] * 40)}
+    reasons, boot = judge(cand, base, ShipRule(baseline="x", resamples=500))
+    assert reasons == ["a.jsonl: worse beyond chance (bootstrap p_worse 1.000)"] and boot["a.jsonl"]["p_worse"] == 1.0
+
+
+def write_config(path, out_dir, init, ship: str):
+    path.write_text(f'train = ["{TINY_MANIFEST}"]\ndev = ["{TINY_MANIFEST}"]\nout_dir = "{out_dir}"\n'
+                    f'init = "{init}"\nmodel = "tiny"\n[features]\nn_mels = 40\n{ship}')
+    return path
+
+
+def test_training_ignores_the_ship_table_and_the_rule_is_checked(tmp_path):
+    config = write_config(tmp_path / "run.toml", tmp_path / "run", tmp_path / "init",
+                          '[ship]\nbaseline = "b"\nmax_errors = { "manifest.jsonl" = 3 }\ncandidates = { avg = ["init", 1] }\n')
+    assert TrainConfig.load(config).model == "tiny"
+    assert ShipRule.load(config).candidates == {"avg": ["init", 1]}
+    for table, message in [("", "no \\[ship\\] table"), ("[ship]\nno_worse = []\n", "needs a baseline"),
+                           ('[ship]\nbaseline = "b"\nfloor = 1\n', "unknown \\[ship\\] settings: floor"),
+                           ('[ship]\nbaseline = "b"\ncandidates = { avg = [0] }\n', "member 0"),
+                           ('[ship]\nbaseline = "b"\nmax_errors = { "a.jsonl" = -1 }\n', "word counts"),
+                           ('[ship]\nbaseline = "b"\np_worse = 2\n', "probability")]:
+        with pytest.raises(ConfigError, match=message):
+            ShipRule.load(write_config(tmp_path / "bad.toml", tmp_path / "run", tmp_path / "init", table))
+
+
+def test_cli_averages_measures_and_picks_against_the_baseline(tiny_model_dir, tmp_path, capsys):
+    from ds2.checkpoint import load_model, save_model
+    from ds2.model import DeepSpeech2
+    model, features, _ = load_model(tiny_model_dir)
+    untrained = save_model(tmp_path / "untrained", DeepSpeech2(model.config), features)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "epochs" / "001")
+    shutil.copytree(untrained, run / "epochs" / "002")
+    config = write_config(tmp_path / "run.toml", run, untrained, '[ship]\nbaseline = "' + str(untrained) + '"\n'
+                          'no_worse = ["manifest.jsonl"]\nresamples = 200\n'
+                          'candidates = { twice = [1, 1], start = ["init"] }\n')
+    main([str(config), "--json", str(tmp_path / "ship.json")])
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == f"pick: epoch 1 ({run / 'epochs' / '001'})"  # `twice` ties it: the first listed
+    report = json.loads((tmp_path / "ship.json").read_text())
+    assert list(report["candidates"]) == ["epoch 1", "epoch 2", "twice", "start"]
+    c = report["candidates"]
+    assert c["epoch 1"]["passes"] and c["twice"]["passes"] and c["twice"]["pooled"] == c["epoch 1"]["pooled"]
+    assert (run / "twice" / "model.safetensors").exists() and c["start"]["folder"] == str(untrained)
+    assert not c["epoch 2"]["passes"] and c["epoch 2"]["fails"][0].startswith("pooled WER")
+    assert c["start"]["pooled"] == report["baseline"]["pooled"] and report["baseline"]["parts"]["manifest.jsonl"]["words"] > 0
+
+
+def test_cli_names_what_is_missing_in_one_line(tiny_model_dir, tmp_path, capsys):
+    config = write_config(tmp_path / "run.toml", tmp_path / "run", tmp_path / "init",
+                          f'[ship]\nbaseline = "{tiny_model_dir}"\ncandidates = {{ avg = ["init", 1] }}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(config)])
+    assert exit_info.value.code == 2 and "init is not a model folder" in capsys.readouterr().err
+    config = write_config(tmp_path / "run.toml", tmp_path / "run", tmp_path / "init",
+                          f'[ship]\nbaseline = "{tiny_model_dir}"\nno_worse = ["librispeech-dev.jsonl"]\n')
+    with pytest.raises(SystemExit):
+        main([str(config)])
+    assert "not one of the dev parts: manifest.jsonl" in capsys.readouterr().err
+
+
+def test_every_ship_table_in_the_repo_is_a_valid_rule():
+    configs = [p for p in sorted((ROOT / "train" / "configs").glob("*.toml")) if "\n[ship]" in p.read_text()]
+    assert configs  # stage 48 on
+    for path in configs:
+        rule = ShipRule.load(path)
+        parts = {Path(m).name for m in TrainConfig.load(path).dev}
+        assert set(rule.no_worse) | set(rule.max_errors) <= parts, path
