@@ -57,6 +57,8 @@ def test_training_ignores_the_ship_table_and_the_rule_is_checked(tmp_path):
     for table, message in [("", "no \\[ship\\] table"), ("[ship]\nno_worse = []\n", "needs a baseline"),
                            ('[ship]\nbaseline = "b"\nfloor = 1\n', "unknown \\[ship\\] settings: floor"),
                            ('[ship]\nbaseline = "b"\ncandidates = { avg = [0] }\n', "member 0"),
+                           ('[ship]\nbaseline = "b"\ncandidates = { best = [1, 2] }\n', "plain name"),
+                           ('[ship]\nbaseline = "b"\ncandidates = { "../x" = [1, 2] }\n', "plain name"),
                            ('[ship]\nbaseline = "b"\nmax_errors = { "a.jsonl" = -1 }\n', "word counts"),
                            ('[ship]\nbaseline = "b"\np_worse = 2\n', "probability")]:
         with pytest.raises(ConfigError, match=message):

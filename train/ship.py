@@ -25,6 +25,7 @@ Test sets are not touched.
 
 import argparse
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -34,6 +35,9 @@ import numpy as np
 from ds2.checkpoint import CheckpointError
 from ds2.data import ManifestError
 from ds2.training import ConfigError, TrainConfig
+
+
+RUN_FOLDERS = ("best", "epochs", "swa", "tb")  # what train.fit writes into OUT_DIR: no mean may replace it
 
 
 @dataclass
@@ -66,6 +70,9 @@ class ShipRule:
         if not isinstance(rule.resamples, int) or rule.resamples < 1:
             raise ConfigError(f"{path}: [ship] resamples = {rule.resamples!r}: expected a count >= 1")
         for name, members in rule.candidates.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in RUN_FOLDERS or name.startswith("epoch"):
+                raise ConfigError(f"{path}: [ship] candidate {name!r}: its mean is written to OUT_DIR/{name}; "
+                                  f"choose a plain name, not one of {', '.join(RUN_FOLDERS)} or epoch...")
             if not (isinstance(members, list) and members):
                 raise ConfigError(f"{path}: [ship] candidate {name!r}: expected a list of members")
             for m in members:
@@ -90,8 +97,6 @@ def candidates(config: TrainConfig, rule: ShipRule) -> dict:
     epochs = Path(config.out_dir).expanduser() / "epochs"
     out = {f"epoch {int(d.name)}": [d] for d in sorted(epochs.iterdir()) if d.name.isdigit()} if epochs.is_dir() else {}
     for name, members in rule.candidates.items():
-        if name in out or name.startswith("epoch"):
-            raise ConfigError(f"[ship] candidate {name!r}: the name of an epoch; choose another")
         out[name] = [member_folder(m, config) for m in members]
     for name, members in out.items():
         for folder in members:
