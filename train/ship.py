@@ -207,7 +207,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     try:
         report = ship(args.config, args.baseline)
-    except (CheckpointError, ConfigError, ManifestError, FileNotFoundError) as e:
+    except (CheckpointError, ConfigError, ManifestError, FileNotFoundError, tomllib.TOMLDecodeError) as e:
         parser.exit(2, f"error: {e}\n")
     if args.json:
         Path(args.json).expanduser().write_text(json.dumps(report, indent=1) + "\n")
