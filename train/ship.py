@@ -13,7 +13,8 @@ ignores it):
     candidates = { avg = ["init", 1, 2, 3], tail = [1, 2, 3] }      # means of model folders
 
 A member of a mean is "init" (the config's `init`), an epoch number N (OUT_DIR/epochs/00N) or a
-model folder. Every epoch folder the run kept is a candidate too. The means are written to
+model folder (long lists read better in a `[ship.candidates]` table). Every epoch folder the run
+kept is a candidate too. The means are written to
 OUT_DIR/NAME (`train.average`), then the baseline and every candidate decode each of the config's dev
 manifests greedily, as `train.fit` measures dev. A candidate passes when its pooled dev WER is below
 the baseline's, it has no more word or character errors on the `no_worse` parts, no more word errors
@@ -188,7 +189,7 @@ def ship(config_path, baseline=None, log=print) -> dict:
         log(format_line(name, report["candidates"][name]))
     passed = {k: v for k, v in report["candidates"].items() if v["passes"]}
     if passed:
-        report["pick"] = min(passed, key=lambda k: passed[k]["pooled"]["wer"])  # min keeps the first on a tie
+        report["pick"] = min(passed, key=lambda k: passed[k]["pooled"]["word_errors"])  # the first on a tie
     return report
 
 
