@@ -60,7 +60,9 @@ def test_training_ignores_the_ship_table_and_the_rule_is_checked(tmp_path):
                            ('[ship]\nbaseline = "b"\ncandidates = { best = [1, 2] }\n', "plain name"),
                            ('[ship]\nbaseline = "b"\ncandidates = { "../x" = [1, 2] }\n', "plain name"),
                            ('[ship]\nbaseline = "b"\nmax_errors = { "a.jsonl" = -1 }\n', "word counts"),
-                           ('[ship]\nbaseline = "b"\np_worse = 2\n', "probability")]:
+                           ('[ship]\nbaseline = "b"\np_worse = 2\n', "probability"),
+                           ('[ship]\nbaseline = "b"\nmax_errors = [3]\n', "word counts"),
+                           ('[ship]\nbaseline = "b"\ncandidates = ["init"]\n', "expected a table")]:
         with pytest.raises(ConfigError, match=message):
             ShipRule.load(write_config(tmp_path / "bad.toml", tmp_path / "run", tmp_path / "init", table))
 

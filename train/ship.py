@@ -64,12 +64,15 @@ class ShipRule:
         rule = cls(**table)
         if not (isinstance(rule.no_worse, list) and all(isinstance(p, str) for p in rule.no_worse)):
             raise ConfigError(f"{path}: [ship] no_worse = {rule.no_worse!r}: expected a list of dev manifest names")
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in rule.max_errors.values()):
+        if not isinstance(rule.max_errors, dict) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in rule.max_errors.values()):
             raise ConfigError(f"{path}: [ship] max_errors = {rule.max_errors!r}: expected word counts >= 0")
         if not (isinstance(rule.p_worse, (int, float)) and 0 < rule.p_worse <= 1):
             raise ConfigError(f"{path}: [ship] p_worse = {rule.p_worse!r}: expected a probability in (0, 1]")
         if not isinstance(rule.resamples, int) or rule.resamples < 1:
             raise ConfigError(f"{path}: [ship] resamples = {rule.resamples!r}: expected a count >= 1")
+        if not isinstance(rule.candidates, dict):
+            raise ConfigError(f"{path}: [ship] candidates = {rule.candidates!r}: expected a table of name = [members]")
         for name, members in rule.candidates.items():
             if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in RUN_FOLDERS or name.startswith("epoch"):
                 raise ConfigError(f"{path}: [ship] candidate {name!r}: its mean is written to OUT_DIR/{name}; "
@@ -159,6 +162,8 @@ def ship(config_path, baseline=None, log=print) -> dict:
     from train.average import average
     config, rule = TrainConfig.load(config_path), ShipRule.load(config_path)
     parts = {Path(m).name: m for m in config.dev}
+    if len(parts) < len(config.dev):
+        raise ConfigError(f"{config_path}: two dev manifests share a file name; the rule names parts by it")
     if not parts:
         raise ConfigError(f"{config_path}: no dev manifests to judge on")
     for name in [*rule.no_worse, *rule.max_errors]:
