@@ -21,12 +21,13 @@ import numpy as np
 from ds2.text import error_counts
 
 
-def utterance_errors(model, dataset, device="cpu") -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(references, word errors, reference words) of each utterance of `dataset`, greedy decoding."""
+def utterance_counts(model, dataset, device="cpu") -> tuple[list[str], np.ndarray]:
+    """(references, counts) of the utterances of `dataset`, greedy decoding: one row of counts per
+    utterance, (word errors, reference words, char errors, reference chars) as `error_counts` gives."""
     from ds2.training import greedy_pairs
     pairs = greedy_pairs(model, dataset, device)
-    counts = np.array([error_counts(ref, hyp)[:2] for ref, hyp in pairs], dtype=np.int64).reshape(-1, 2)
-    return [ref for ref, _ in pairs], counts[:, 0], counts[:, 1]
+    counts = np.array([error_counts(ref, hyp) for ref, hyp in pairs], dtype=np.int64).reshape(-1, 4)
+    return [ref for ref, _ in pairs], counts
 
 
 def bootstrap(base: np.ndarray, cand: np.ndarray, resamples: int = 10_000, seed: int = 0) -> dict:
@@ -69,11 +70,12 @@ def compare(base_folder, cand_folder, manifests: list, resamples: int = 10_000, 
     results = []
     for manifest in manifests:
         dataset = SpeechDataset(read_manifest(manifest), FeatureExtractor(features), cache_audio=True)
-        refs, base_errors, words = utterance_errors(base, dataset)
-        cand_refs, cand_errors, _ = utterance_errors(cand, dataset)
+        refs, base_counts = utterance_counts(base, dataset)
+        cand_refs, cand_counts = utterance_counts(cand, dataset)
         if refs != cand_refs:  # the same seeded batches for both; this would be a bug
             raise RuntimeError(f"{manifest}: the two models were not given the same utterances in the same order")
-        results.append(compare_errors(Path(manifest).name, words, base_errors, cand_errors, resamples, seed))
+        results.append(compare_errors(Path(manifest).name, base_counts[:, 1], base_counts[:, 0], cand_counts[:, 0],
+                                      resamples, seed))
     return results
 
 

@@ -109,15 +109,10 @@ def candidates(config: TrainConfig, rule: ShipRule) -> dict:
     return out
 
 
-def measure(folder, dev_sets: dict) -> dict:
+def measure(model, dev_sets: dict) -> dict:
     """part name -> per-utterance (word errors, words, char errors, chars), an int array (n, 4)."""
-    from ds2.checkpoint import load_model
-    from ds2.text import error_counts
-    from ds2.training import greedy_pairs
-    model, _, _ = load_model(Path(folder))
-    return {name: np.array([error_counts(ref, hyp) for ref, hyp in greedy_pairs(model, dataset, "cpu")],
-                           dtype=np.int64).reshape(-1, 4)
-            for name, dataset in dev_sets.items()}
+    from train.compare import utterance_counts
+    return {name: utterance_counts(model, dataset)[1] for name, dataset in dev_sets.items()}
 
 
 def summary(counts: dict) -> dict:
@@ -178,16 +173,16 @@ def ship(config_path, baseline=None, log=print) -> dict:
             model, feats, _ = load_model(folder)
             require_same_setup(f"{folder} (against the baseline {baseline})", model.config, feats,
                                base_model.config, features)
-    del base_model
     log(f"baseline {baseline}")
-    base = measure(baseline, dev)
+    base = measure(base_model, dev)
+    del base_model
     report = {"config": str(config_path), "baseline": {"folder": str(baseline), **summary(base)},
               "rule": {k: getattr(rule, k) for k in ("no_worse", "max_errors", "p_worse", "resamples")},
               "candidates": {}, "pick": None}
     log(format_line("baseline", report["baseline"]))
     for name, members in plan.items():
         folder = members[0] if len(members) == 1 else average(members, Path(config.out_dir).expanduser() / name)
-        counts = measure(folder, dev)
+        counts = measure(load_model(folder)[0], dev)
         reasons, boot = judge(counts, base, rule)
         report["candidates"][name] = {"folder": str(folder), "members": [str(m) for m in members], **summary(counts),
                                       "bootstrap": boot, "passes": not reasons, "fails": reasons}
