@@ -103,6 +103,18 @@ def test_cli_names_what_is_missing_in_one_line(tiny_model_dir, tmp_path, capsys)
     assert "not one of the dev parts: manifest.jsonl" in capsys.readouterr().err
 
 
+def test_cli_measures_only_the_named_candidates_before_the_run(tiny_model_dir, tmp_path, capsys):
+    config = write_config(tmp_path / "run.toml", tmp_path / "run", tmp_path / "init",  # no init, no epochs yet
+                          f'[ship]\nbaseline = "{tiny_model_dir}"\nresamples = 200\n'
+                          f'candidates = {{ ready = ["{tiny_model_dir}"], avg = ["init", 1] }}\n')
+    main([str(config), "--only", "ready", "--json", str(tmp_path / "ship.json")])
+    assert list(json.loads((tmp_path / "ship.json").read_text())["candidates"]) == ["ready"]
+    assert capsys.readouterr().out.splitlines()[-1] == "pick: none passes the rule"  # the baseline itself: a tie
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(config), "--only", "ready", "epoch 3"])
+    assert exit_info.value.code == 2 and "no candidate named 'epoch 3'; there are: ready, avg" in capsys.readouterr().err
+
+
 def test_every_ship_table_in_the_repo_is_a_valid_rule():
     configs = [p for p in sorted((ROOT / "train" / "configs").glob("*.toml")) if "\n[ship]" in p.read_text()]
     assert configs  # stage 48 on

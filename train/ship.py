@@ -21,7 +21,8 @@ the baseline's, it has no more word or character errors on the `no_worse` parts,
 than `max_errors` allows, and on no part a paired bootstrap (`train.compare`) finds it worse with
 p_worse at or above `p_worse`. Of those that pass, the lowest pooled dev WER is the pick (the first
 listed on a tie); nothing is exported: `python -m train.export PICK assets/models/...` does that.
-Test sets are not touched.
+Test sets are not touched. `--only NAME ...` measures just those candidates, such as the ones that
+exist before the run.
 """
 
 import argparse
@@ -96,12 +97,18 @@ def member_folder(member, config: TrainConfig) -> Path:
     return Path(member).expanduser()
 
 
-def candidates(config: TrainConfig, rule: ShipRule) -> dict:
-    """name -> list of member folders: the run's epoch folders ("epoch N"), then the rule's means."""
+def candidates(config: TrainConfig, rule: ShipRule, only=None) -> dict:
+    """name -> list of member folders: the run's epoch folders ("epoch N"), then the rule's means;
+    with `only`, just the candidates of those names (say, the ones that exist before the run)."""
     epochs = Path(config.out_dir).expanduser() / "epochs"
     out = {f"epoch {int(d.name)}": [d] for d in sorted(epochs.iterdir()) if d.name.isdigit()} if epochs.is_dir() else {}
     for name, members in rule.candidates.items():
         out[name] = [member_folder(m, config) for m in members]
+    if only is not None:
+        unknown = [name for name in only if name not in out]
+        if unknown:
+            raise ConfigError(f"no candidate named {', '.join(map(repr, unknown))}; there are: {', '.join(out) or 'none'}")
+        out = {name: out[name] for name in out if name in only}
     for name, members in out.items():
         for folder in members:
             if not (folder / "config.json").exists():
@@ -148,9 +155,9 @@ def judge(cand: dict, base: dict, rule: ShipRule) -> tuple[list, dict]:
     return reasons, boot
 
 
-def ship(config_path, baseline=None, log=print) -> dict:
-    """Average, measure and judge every candidate of a run against the rule of its config's [ship]
-    table; returns the report (`pick` is None when nothing passes)."""
+def ship(config_path, baseline=None, log=print, only=None) -> dict:
+    """Average, measure and judge every candidate of a run (or those named in `only`) against the
+    rule of its config's [ship] table; returns the report (`pick` is None when nothing passes)."""
     from ds2.checkpoint import load_model, require_same_setup
     from ds2.data import SpeechDataset, read_manifest
     from ds2.features import FeatureExtractor
@@ -165,7 +172,7 @@ def ship(config_path, baseline=None, log=print) -> dict:
         if name not in parts:
             raise ConfigError(f"[ship] names {name!r}, which is not one of the dev parts: {', '.join(parts)}")
     baseline = Path(baseline or rule.baseline).expanduser()
-    plan = candidates(config, rule)
+    plan = candidates(config, rule, only)
     base_model, features, _ = load_model(baseline)
     dev = {name: SpeechDataset(read_manifest(m), FeatureExtractor(features), cache_audio=True) for name, m in parts.items()}
     for name, members in plan.items():  # check them all before the first long decode
@@ -205,9 +212,12 @@ def main(argv=None) -> None:
     parser.add_argument("config", help="the run's training config, with its [ship] table")
     parser.add_argument("--baseline", help="the model folder to beat instead of the table's baseline")
     parser.add_argument("--json", metavar="PATH", help="write the whole report (figures, bootstrap, verdicts) here")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="measure only these candidates (\"epoch 2\" for an epoch), e.g. those that exist "
+                             "before the run; the pick is among them")
     args = parser.parse_args(argv)
     try:
-        report = ship(args.config, args.baseline)
+        report = ship(args.config, args.baseline, only=args.only)
     except (CheckpointError, ConfigError, ManifestError, FileNotFoundError, tomllib.TOMLDecodeError) as e:
         parser.exit(2, f"error: {e}\n")
     if args.json:
