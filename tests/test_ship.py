@@ -115,6 +115,26 @@ def test_cli_measures_only_the_named_candidates_before_the_run(tiny_model_dir, t
     assert exit_info.value.code == 2 and "no candidate named 'epoch 3'; there are: ready, avg" in capsys.readouterr().err
 
 
+def test_cli_measures_a_widened_candidate_against_its_narrower_baseline(tiny_model_dir, tmp_path, capsys):
+    from dataclasses import replace
+    from ds2.checkpoint import load_model, save_model
+    from train.widen import widen
+    model, features, _ = load_model(tiny_model_dir)
+    wide = save_model(tmp_path / "wide", widen(model, model.config.rnn_hidden + 8, seed=1), features)
+    config = write_config(tmp_path / "run.toml", tmp_path / "run", tmp_path / "init",
+                          f'[ship]\nbaseline = "{tiny_model_dir}"\nresamples = 200\n'
+                          f'candidates = {{ wide = ["{wide}"] }}\n')
+    main([str(config), "--json", str(tmp_path / "ship.json")])
+    report = json.loads((tmp_path / "ship.json").read_text())  # the same function, so the same errors
+    assert report["candidates"]["wide"]["pooled"]["word_errors"] == report["baseline"]["pooled"]["word_errors"]
+    other = save_model(tmp_path / "other", model, replace(features, window_ms=features.window_ms + 5))
+    config = write_config(tmp_path / "run.toml", tmp_path / "run", tmp_path / "init",
+                          f'[ship]\nbaseline = "{tiny_model_dir}"\ncandidates = {{ other = ["{other}"] }}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(config)])
+    assert exit_info.value.code == 2 and "features or output classes differ" in capsys.readouterr().err
+
+
 def test_every_ship_table_in_the_repo_is_a_valid_rule():
     configs = [p for p in sorted((ROOT / "train" / "configs").glob("*.toml")) if "\n[ship]" in p.read_text()]
     assert configs  # stage 48 on
