@@ -70,14 +70,20 @@ def load_model(model_dir, device: str | torch.device = "cpu") -> tuple[DeepSpeec
 
 
 def require_same_setup(source, config: ModelConfig, features: FeatureConfig,
-                       want_config: ModelConfig, want_features: FeatureConfig) -> None:
-    """Refuse weights whose model config or features differ from what the caller builds; names the fields."""
+                       want_config: ModelConfig, want_features: FeatureConfig, network: bool = True) -> None:
+    """Refuse weights whose model config or features differ from what the caller builds; names the fields.
+    With network=False, only the features and the output classes must match (a model decoding the
+    same features as another, say a widened one against its start)."""
+    model, want_model = config.to_dict(), want_config.to_dict()
+    if not network:
+        model, want_model = {"n_classes": model["n_classes"]}, {"n_classes": want_model["n_classes"]}
     diffs = [f"{part}.{key} {theirs.get(key)!r} vs {ours.get(key)!r}"
-             for part, theirs, ours in (("model", config.to_dict(), want_config.to_dict()),
+             for part, theirs, ours in (("model", model, want_model),
                                         ("features", features.__dict__, want_features.__dict__))
              for key in sorted(set(theirs) | set(ours)) if theirs.get(key) != ours.get(key)]
     if diffs:
-        raise CheckpointError(f"{source}: its model or features differ ({'; '.join(diffs)})")
+        what = "model or features" if network else "features or output classes"
+        raise CheckpointError(f"{source}: its {what} differ ({'; '.join(diffs)})")
 
 
 def load_state(model: torch.nn.Module, state: dict, source) -> None:

@@ -159,7 +159,7 @@ def judge(cand: dict, base: dict, rule: ShipRule) -> tuple[list, dict]:
 def ship(config_path, baseline=None, log=print, only=None) -> dict:
     """Average, measure and judge every candidate of a run (or those named in `only`) against the
     rule of its config's [ship] table; returns the report (`pick` is None when nothing passes)."""
-    from ds2.checkpoint import load_model
+    from ds2.checkpoint import load_model, require_same_setup
     from ds2.data import SpeechDataset, read_manifest
     from ds2.features import FeatureExtractor
     from train.average import average
@@ -179,9 +179,8 @@ def ship(config_path, baseline=None, log=print, only=None) -> dict:
     for name, members in plan.items():  # check them all before the first long decode
         for folder in members:  # dev features are the baseline's; the network may differ (say, widened)
             model, feats, _ = load_model(folder)
-            if feats != features or model.config.n_classes != base_model.config.n_classes:
-                raise CheckpointError(f"{folder}: its features or output classes differ from the baseline's "
-                                      f"({baseline}); a candidate may differ in its network only")
+            require_same_setup(f"{folder} (against the baseline {baseline})", model.config, feats,
+                               base_model.config, features, network=False)
     log(f"baseline {baseline}")
     base = measure(base_model, dev)
     del base_model
