@@ -54,6 +54,22 @@ def test_cli_compares_two_model_folders_on_each_manifest(tiny_model_dir, tmp_pat
     assert line.startswith("manifest.jsonl: 10 utterances") and "p_worse 1.000" in line  # no training: worse
 
 
+def test_cli_compares_a_widened_model_with_its_start_and_refuses_other_features(tiny_model_dir, tmp_path, capsys):
+    from dataclasses import replace
+    from ds2.checkpoint import load_model, save_model
+    from train.widen import widen
+    model, features, _ = load_model(tiny_model_dir)
+    wide = save_model(tmp_path / "wide", widen(model, model.config.rnn_hidden + 8, seed=1), features)
+    main([str(tiny_model_dir), str(wide), "--dev", str(TINY_MANIFEST), "--json", "--resamples", "200"])
+    r = json.loads(capsys.readouterr().out)  # the same function to rounding: the same errors
+    assert r["errors"][0] == r["errors"][1] and r["utterances"] == 10
+    other = save_model(tmp_path / "other", model, replace(features, window_ms=features.window_ms + 5))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tiny_model_dir), str(other), "--dev", str(TINY_MANIFEST)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "features or output classes differ" in err and "Traceback" not in err
+
+
 def test_cli_reports_a_missing_folder_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "nowhere"), str(tmp_path / "nowhere"), "--dev", str(TINY_MANIFEST)])

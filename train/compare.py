@@ -4,7 +4,8 @@
         --dev ~/.cache/ds2/data/{librispeech,an4,digits}-dev.jsonl
 
 Both models decode every utterance greedily (as the dev figures of `train.fit` and `train.average` are
-made); for each manifest it prints both models' word errors, how many utterances each one gets
+made); the two networks may differ in shape, as long as they take the same features and give the
+same output classes. For each manifest it prints both models' word errors, how many utterances each one gets
 more right, and a paired bootstrap (Bisani and Ney, 2004): the utterances are drawn with replacement
 `--resamples` times (seeded), and `p_worse` is the fraction of draws in which the second model makes
 more word errors than the first, `p_better` the fraction in which it makes fewer. A difference of a
@@ -66,7 +67,9 @@ def compare(base_folder, cand_folder, manifests: list, resamples: int = 10_000, 
     from ds2.features import FeatureExtractor
     base, features, _ = load_model(Path(base_folder).expanduser())
     cand, cand_features, _ = load_model(Path(cand_folder).expanduser())
-    require_same_setup(f"{cand_folder} (against {base_folder})", cand.config, cand_features, base.config, features)
+    # both decode the base's features; the networks may differ (say, a widened model against its start)
+    require_same_setup(f"{cand_folder} (against {base_folder})", cand.config, cand_features, base.config, features,
+                       network=False)
     results = []
     for manifest in manifests:
         dataset = SpeechDataset(read_manifest(manifest), FeatureExtractor(features), cache_audio=True)
