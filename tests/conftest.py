@@ -49,6 +49,19 @@ def samples_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def widened_and_refeatured(model_dir, out) -> tuple[Path, Path]:
+    """Two model folders made from `model_dir` under `out`: its network widened by 8 recurrent units
+    (Net2WiderNet: the same function to rounding, so the same errors), and its own network saved with
+    another window length (features that a comparison must refuse)."""
+    from dataclasses import replace
+    from ds2.checkpoint import load_model, save_model
+    from train.widen import widen
+    model, features, _ = load_model(model_dir)
+    wide = save_model(Path(out) / "wide", widen(model, model.config.rnn_hidden + 8, seed=1), features)
+    other = save_model(Path(out) / "other", model, replace(features, window_ms=features.window_ms + 5))
+    return wide, other
+
+
 def padded_clip(audio, pad_seconds: float = 0.3):
     """A fixture clip with `pad_seconds` of its own background noise on each side -> (wave, rate):
     a pause that a streaming session cuts at, without digital silence the tiny model never heard."""

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY_MANIFEST
+from conftest import TINY_MANIFEST, widened_and_refeatured
 from train.compare import bootstrap, compare_errors, main
 
 
@@ -55,15 +55,10 @@ def test_cli_compares_two_model_folders_on_each_manifest(tiny_model_dir, tmp_pat
 
 
 def test_cli_compares_a_widened_model_with_its_start_and_refuses_other_features(tiny_model_dir, tmp_path, capsys):
-    from dataclasses import replace
-    from ds2.checkpoint import load_model, save_model
-    from train.widen import widen
-    model, features, _ = load_model(tiny_model_dir)
-    wide = save_model(tmp_path / "wide", widen(model, model.config.rnn_hidden + 8, seed=1), features)
+    wide, other = widened_and_refeatured(tiny_model_dir, tmp_path)
     main([str(tiny_model_dir), str(wide), "--dev", str(TINY_MANIFEST), "--json", "--resamples", "200"])
     r = json.loads(capsys.readouterr().out)  # the same function to rounding: the same errors
     assert r["errors"][0] == r["errors"][1] and r["utterances"] == 10
-    other = save_model(tmp_path / "other", model, replace(features, window_ms=features.window_ms + 5))
     with pytest.raises(SystemExit) as exit_info:
         main([str(tiny_model_dir), str(other), "--dev", str(TINY_MANIFEST)])
     err = capsys.readouterr().err

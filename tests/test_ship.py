@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_MANIFEST
+from conftest import ROOT, TINY_MANIFEST, widened_and_refeatured
 from ds2.training import ConfigError, TrainConfig
 from train.ship import ShipRule, judge, main, summary
 
@@ -116,18 +116,13 @@ def test_cli_measures_only_the_named_candidates_before_the_run(tiny_model_dir, t
 
 
 def test_cli_measures_a_widened_candidate_against_its_narrower_baseline(tiny_model_dir, tmp_path, capsys):
-    from dataclasses import replace
-    from ds2.checkpoint import load_model, save_model
-    from train.widen import widen
-    model, features, _ = load_model(tiny_model_dir)
-    wide = save_model(tmp_path / "wide", widen(model, model.config.rnn_hidden + 8, seed=1), features)
+    wide, other = widened_and_refeatured(tiny_model_dir, tmp_path)
     config = write_config(tmp_path / "run.toml", tmp_path / "run", tmp_path / "init",
                           f'[ship]\nbaseline = "{tiny_model_dir}"\nresamples = 200\n'
                           f'candidates = {{ wide = ["{wide}"] }}\n')
     main([str(config), "--json", str(tmp_path / "ship.json")])
     report = json.loads((tmp_path / "ship.json").read_text())  # the same function, so the same errors
     assert report["candidates"]["wide"]["pooled"]["word_errors"] == report["baseline"]["pooled"]["word_errors"]
-    other = save_model(tmp_path / "other", model, replace(features, window_ms=features.window_ms + 5))
     config = write_config(tmp_path / "run.toml", tmp_path / "run", tmp_path / "init",
                           f'[ship]\nbaseline = "{tiny_model_dir}"\ncandidates = {{ other = ["{other}"] }}\n')
     with pytest.raises(SystemExit) as exit_info:
