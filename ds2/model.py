@@ -144,9 +144,13 @@ class _GRUScan(torch.autograd.Function):
             d_gi[:, t, :, 2 * hidden:] = dn
             dh_next = torch.baddbmm(dh * z, d_gh[:, t], w_hh)
         d_gi[..., :2 * hidden] = d_gh[..., :2 * hidden]  # r and z enter gi and gh alike
-        h_prev_all = torch.cat([zeros[:, None], hs[:, :-1]], dim=1).reshape(d, time * batch, hidden)
-        d_w = torch.bmm(d_gh.reshape(d, time * batch, 3 * hidden).transpose(1, 2), h_prev_all)
-        return d_gi, d_w, d_gh.sum(dim=(1, 2))
+        d_w = d_b = None
+        if ctx.needs_input_grad[1]:  # a frozen layer (train.fit's `freeze`) needs no weight gradient
+            h_prev_all = torch.cat([zeros[:, None], hs[:, :-1]], dim=1).reshape(d, time * batch, hidden)
+            d_w = torch.bmm(d_gh.reshape(d, time * batch, 3 * hidden).transpose(1, 2), h_prev_all)
+        if ctx.needs_input_grad[2]:
+            d_b = d_gh.sum(dim=(1, 2))
+        return d_gi, d_w, d_b
 
 
 def gru_scan(xs: torch.Tensor, grus: list) -> torch.Tensor:

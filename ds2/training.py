@@ -77,6 +77,7 @@ class TrainConfig:
     specaugment_policy: dict = field(default_factory=dict)  # SpecAugment fields: {freq_width = 27, time_masks = 4}
     precise_bn_seconds: float = 0.0  # before each dev pass, BatchNorm statistics from this much training audio
     freeze_batchnorm: bool = False  # normalise with init's running statistics in training too (see train_mode)
+    freeze: list = field(default_factory=list)  # parameter name prefixes that keep init's values: ["convs", "rnns.0"]
     sortagrad: bool = True
     cache_audio: bool = True  # keep decoded waveforms in memory after first use (4 bytes/sample)
     amp: str = "bf16"  # "bf16", "fp16" or "none" on CUDA; CPUs train in fp32 unless cpu_amp is set
@@ -142,6 +143,24 @@ class TrainConfig:
             raise ConfigError(f"swa_from = {self.swa_from}: expected a fraction of the planned steps, 0 <= F < 1")
         if self.freeze_batchnorm and self.precise_bn_seconds:
             raise ConfigError("freeze_batchnorm keeps init's statistics; precise_bn_seconds would replace them")
+        if self.freeze:
+            if not self.init:
+                raise ConfigError("freeze keeps parameters of the model it starts from: set init too")
+            with torch.device("meta"):  # the names only, no memory for the weights
+                names = [n for n, _ in DeepSpeech2(model_config(
+                    self.model, n_feats=FeatureConfig(**self.features).n_feats, **self.model_overrides)).named_parameters()]
+            for prefix in self.freeze:
+                if not isinstance(prefix, str) or not any(frozen(n, [prefix]) for n in names):
+                    raise ConfigError(f"freeze: {prefix!r} names no parameter of the model (its parameters: "
+                                      f"{', '.join(sorted({n.rsplit('.', 1)[0] for n in names}))})")
+            if all(frozen(n, self.freeze) for n in names):
+                raise ConfigError(f"freeze {self.freeze} leaves no parameter to train")
+
+
+def frozen(name: str, prefixes: list) -> bool:
+    """Whether the parameter `name` (e.g. "rnns.1.rnn.weight_hh_l0") falls under one of `prefixes`,
+    whole dotted parts only: "rnns.1" covers "rnns.1.norm.weight", not "rnns.10.norm.weight"."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def cpu_has_bf16(say: bool = True) -> bool:
@@ -339,7 +358,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     model = model.to(device)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model, [local_rank] if device.type == "cuda" else None) \
         if distributed else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for name, p in model.named_parameters():  # frozen ones get no gradient, and backward stops below the
+        p.requires_grad_(not frozen(name, cfg.freeze))  # lowest trainable layer
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(sampler)
     # planned_epochs is cfg.epochs, or fewer under a time budget; `seconds` is the wall time of the
     # epochs run so far, across resumes, and `epoch_seconds_done` that of the current epoch's batches up
@@ -389,7 +411,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         log = csv.writer(log_file)
         if new_log:
             log.writerow(["time", "epoch", "step", "loss", "lr", "utt_per_s", "audio_s_per_s", "dev_wer", "dev_cer"])
-        print(f"model {cfg.model}: {model.num_parameters / 1e6:.2f} M parameters; {len(entries)} utterances, "
+        frozen_note = f" ({sum(p.numel() for p in trainable) / 1e6:.2f} M trained, {', '.join(cfg.freeze)} frozen)" \
+            if cfg.freeze else ""
+        print(f"model {cfg.model}: {model.num_parameters / 1e6:.2f} M parameters{frozen_note}; {len(entries)} utterances, "
               f"{sum(e['duration'] for e in entries) / 3600:.2f} h; {steps_per_epoch} steps per epoch on {device}")
 
     # --- the loop ---
@@ -419,7 +443,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
                     utts, seconds = utts + batch["size"], seconds + batch["seconds"]

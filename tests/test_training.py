@@ -322,3 +322,46 @@ def _other_model(tmp_path):
     from ds2.checkpoint import save_model
     from ds2.features import FeatureConfig
     return save_model(tmp_path / "other", DeepSpeech2(model_config("tiny", n_feats=64)), FeatureConfig(n_mels=64))
+
+
+def test_freeze_keeps_named_layers_at_init_and_trains_the_rest_with_the_same_gradients(tiny_model_dir, tmp_path):
+    from ds2.checkpoint import load_model
+    start, _, _ = load_model(tiny_model_dir)
+    freeze = ["convs", "conv_norms", "rnns.0"]
+    model, _ = train(tiny_config(tmp_path / "run", 3, init=str(tiny_model_dir), freeze=freeze, freeze_batchnorm=True))
+    moved = {name for (name, a), b in zip(start.named_parameters(), model.parameters()) if not torch.equal(a, b)}
+    assert moved and all(name.startswith(("rnns.1", "output_norm", "fc")) for name in moved), moved
+
+    # the layers above a frozen one get the gradients they would get with nothing frozen (gru_scan
+    # skips the weight gradient of a frozen layer, not the gradient that flows through it)
+    from ds2.data import SpeechDataset, collate, read_manifest
+    from ds2.features import FeatureConfig, FeatureExtractor
+    from ds2.training import train_mode
+    batch = collate([SpeechDataset(read_manifest(TINY_MANIFEST), FeatureExtractor(FeatureConfig(n_mels=40)))[i]
+                     for i in range(3)])
+    grads = []
+    for names in ([], ["convs", "conv_norms", "rnns.0", "rnns.1.norm"]):
+        net, _, _ = load_model(tiny_model_dir)
+        train_mode(net, freeze_batchnorm=True)
+        for name, p in net.named_parameters():
+            p.requires_grad_(not any(name == n or name.startswith(n + ".") for n in names))
+        log_probs, lengths = net(batch["feats"], batch["feat_lengths"])
+        torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), batch["targets"], lengths,
+                                     batch["target_lengths"]).backward()
+        grads.append({n: p.grad for n, p in net.named_parameters() if p.grad is not None})
+    full, partial = grads
+    trained = {n for n, _ in start.named_parameters() if n.startswith(("rnns.1.rnn", "output_norm", "fc"))}
+    assert set(full) == {n for n, _ in start.named_parameters()} and set(partial) == trained
+    for name, g in partial.items():
+        torch.testing.assert_close(g, full[name], msg=name)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(freeze=["rnns.0"]), "set init too"),
+    (dict(freeze=["rnns.9"], init="x"), r"'rnns.9' names no parameter of the model \(its parameters: "),
+    (dict(freeze=["rnn"], init="x"), "'rnn' names no parameter"),  # whole dotted parts only
+    (dict(freeze=["convs", "conv_norms", "rnns", "output_norm", "fc"], init="x"), "leaves no parameter to train"),
+])
+def test_freeze_is_checked_at_load_time(settings, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(tmp_path, 1, **settings)
