@@ -356,11 +356,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         require_same_setup(f"init {cfg.init}", start.config, start_features, model.config, features)
         model.load_state_dict(start.state_dict())
     model = model.to(device)
-    ddp_model = torch.nn.parallel.DistributedDataParallel(model, [local_rank] if device.type == "cuda" else None) \
-        if distributed else model
     for name, p in model.named_parameters():  # frozen ones get no gradient, and backward stops below the
         p.requires_grad_(not frozen(name, cfg.freeze))  # lowest trainable layer
     trainable = [p for p in model.parameters() if p.requires_grad]
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model, [local_rank] if device.type == "cuda" else None) \
+        if distributed else model
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(sampler)
     # planned_epochs is cfg.epochs, or fewer under a time budget; `seconds` is the wall time of the

@@ -31,10 +31,12 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     assert [straight[s] for s in range(7, 11)] == [split[s] for s in range(7, 11)]
 
 
-def test_ddp_two_processes_agree_on_weights(tmp_path):
+@pytest.mark.parametrize("freeze", [False, True])
+def test_ddp_two_processes_agree_on_weights(freeze, tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path)], check=True, env=env, timeout=300)
+                    str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path)] + ([str(tiny_model_dir)] if freeze else []),
+                   check=True, env=env, timeout=300)
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     # Parameters must be identical; BatchNorm running statistics are each rank's own between the
@@ -43,7 +45,14 @@ def test_ddp_two_processes_agree_on_weights(tmp_path):
     assert len(params) > 10
     for name in params:
         torch.testing.assert_close(w0[name], w1[name], rtol=0, atol=0)
-    initial = DeepSpeech2(model_config("tiny", n_feats=40)).state_dict()
+    if freeze:  # DDP reduces the trained parameters' gradients only; the frozen ones stay the init's
+        from ds2.checkpoint import load_model
+        initial = load_model(tiny_model_dir)[0].state_dict()
+        lower = [name for name in params if name.startswith(("convs.", "conv_norms.", "rnns.0."))]
+        assert lower and all(torch.equal(initial[name], w0[name]) for name in lower)
+        params = [name for name in params if name not in lower]
+    else:
+        initial = DeepSpeech2(model_config("tiny", n_feats=40)).state_dict()
     assert any(not torch.equal(initial[name], w0[name]) for name in params)  # it did train
     assert (tmp_path / "best" / "model.safetensors").exists()
 
