@@ -38,7 +38,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import load_model, load_resume_state, require_same_setup, save_model, save_resume_state
+from .checkpoint import (CheckpointError, load_model, load_resume_state, require_same_setup, save_model,
+                         save_resume_state)
 from .data import Augment, BucketBatchSampler, SpeechDataset, collate, read_manifest
 from .decoding import greedy_decode
 from .features import FeatureConfig, FeatureExtractor, SpecAugment
@@ -381,7 +382,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     if resuming:
         saved = load_resume_state(resume_path)
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+        except ValueError:  # its parameter groups differ in size: another `freeze` than the run's
+            raise CheckpointError(f"{resume_path} was saved by a run that trained other parameters (freeze = "
+                                  f"{saved.get('config', {}).get('freeze', [])}, now {cfg.freeze}); resume it "
+                                  f"with its own freeze, or start a new run from its best/ with init") from None
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng"])

@@ -365,6 +365,15 @@ def test_freeze_keeps_named_layers_at_init_and_trains_the_rest_with_the_same_gra
         torch.testing.assert_close(g, full[name], msg=name)
 
 
+def test_resuming_with_another_freeze_fails_in_one_line(tiny_model_dir, tmp_path):
+    settings = dict(init=str(tiny_model_dir), freeze_batchnorm=True, checkpoint_every=1)
+    train(tiny_config(tmp_path, 1, freeze=["rnns.0"], **settings))
+    with pytest.raises(CheckpointError, match=r"trained other parameters \(freeze = \['rnns.0'\], now \['convs'\]\)"):
+        train(tiny_config(tmp_path, 2, freeze=["convs"], **settings), resume=True)
+    _, state = train(tiny_config(tmp_path, 2, freeze=["rnns.0"], **settings), resume=True)
+    assert state["step"] == 2
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(freeze=["rnns.0"]), "set init too"),
     (dict(freeze=["rnns.9"], init="x"), r"'rnns.9' names no parameter of the model \(its parameters: "),
