@@ -128,7 +128,7 @@ class TrainConfig:
             if not isinstance(value, want) or (isinstance(value, bool) and f.type is not bool):
                 raise ConfigError(f"{f.name} = {value!r}: expected {f.type.__name__}")
         try:  # build the model and feature configs once, so that a bad field fails here, not mid-run
-            model_config(self.model, n_feats=FeatureConfig(**self.features).n_feats, **self.model_overrides)
+            network = model_config(self.model, n_feats=FeatureConfig(**self.features).n_feats, **self.model_overrides)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model {self.model!r} with features {self.features} and model_overrides "
                               f"{self.model_overrides}: {e}") from None
@@ -148,8 +148,7 @@ class TrainConfig:
             if not self.init:
                 raise ConfigError("freeze keeps parameters of the model it starts from: set init too")
             with torch.device("meta"):  # the names only, no memory for the weights
-                names = [n for n, _ in DeepSpeech2(model_config(
-                    self.model, n_feats=FeatureConfig(**self.features).n_feats, **self.model_overrides)).named_parameters()]
+                names = [n for n, _ in DeepSpeech2(network).named_parameters()]
             for prefix in self.freeze:
                 if not isinstance(prefix, str) or not any(frozen(n, [prefix]) for n in names):
                     raise ConfigError(f"freeze: {prefix!r} names no parameter of the model (its parameters: "

@@ -345,7 +345,7 @@ def test_freeze_keeps_named_layers_at_init_and_trains_the_rest_with_the_same_gra
     # skips the weight gradient of a frozen layer, not the gradient that flows through it)
     from ds2.data import SpeechDataset, collate, read_manifest
     from ds2.features import FeatureConfig, FeatureExtractor
-    from ds2.training import train_mode
+    from ds2.training import frozen, train_mode
     batch = collate([SpeechDataset(read_manifest(TINY_MANIFEST), FeatureExtractor(FeatureConfig(n_mels=40)))[i]
                      for i in range(3)])
     grads = []
@@ -353,7 +353,7 @@ def test_freeze_keeps_named_layers_at_init_and_trains_the_rest_with_the_same_gra
         net, _, _ = load_model(tiny_model_dir)
         train_mode(net, freeze_batchnorm=True)
         for name, p in net.named_parameters():
-            p.requires_grad_(not any(name == n or name.startswith(n + ".") for n in names))
+            p.requires_grad_(not frozen(name, names))
         log_probs, lengths = net(batch["feats"], batch["feat_lengths"])
         torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), batch["targets"], lengths,
                                      batch["target_lengths"]).backward()
