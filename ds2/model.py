@@ -240,6 +240,10 @@ class DeepSpeech2(nn.Module):
         self.lookahead = None if config.bidirectional else Lookahead(config.rnn_hidden, config.lookahead)
         self.output_norm = SequenceBatchNorm(config.rnn_hidden)
         self.fc = nn.Linear(config.rnn_hidden, config.n_classes)
+        # Training-time dropout on each recurrent layer's output (what the next layer and the output
+        # layer see); train.fit sets it from its `dropout` setting. Not part of the config: it does
+        # not change the network, and eval mode never drops anything.
+        self.dropout = 0.0
 
     def output_lengths(self, input_lengths: torch.Tensor) -> torch.Tensor:
         """Frames out for frames in, following the conv arithmetic: (batch,) -> (batch,)."""
@@ -262,7 +266,7 @@ class DeepSpeech2(nn.Module):
         x = x.permute(0, 3, 1, 2).reshape(batch, time, channels * freq)
         mask = _mask(out_lengths, time)
         for rnn in self.rnns:
-            x = rnn(x, out_lengths, mask)
+            x = F.dropout(rnn(x, out_lengths, mask), self.dropout, self.training)
         if self.lookahead is not None:
             x = torch.clamp(self.lookahead(x), 0, CLIP) * mask[..., None]
         logits = self.fc(self.output_norm(x, mask))

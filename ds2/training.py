@@ -79,6 +79,7 @@ class TrainConfig:
     precise_bn_seconds: float = 0.0  # before each dev pass, BatchNorm statistics from this much training audio
     freeze_batchnorm: bool = False  # normalise with init's running statistics in training too (see train_mode)
     freeze: list = field(default_factory=list)  # parameter name prefixes that keep init's values: ["convs", "rnns.0"]
+    dropout: float = 0.0  # chance of zeroing each unit of each recurrent layer's output, in training only
     sortagrad: bool = True
     cache_audio: bool = True  # keep decoded waveforms in memory after first use (4 bytes/sample)
     amp: str = "bf16"  # "bf16", "fp16" or "none" on CUDA; CPUs train in fp32 unless cpu_amp is set
@@ -140,6 +141,8 @@ class TrainConfig:
             raise ConfigError(f"time_budget_min = {self.time_budget_min}: expected minutes >= 0")
         if self.freeze_batchnorm and not self.init:
             raise ConfigError("freeze_batchnorm keeps the statistics of the model it starts from: set init too")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout = {self.dropout}: expected a probability, 0 <= p < 1")
         if not 0 <= self.swa_from < 1:
             raise ConfigError(f"swa_from = {self.swa_from}: expected a fraction of the planned steps, 0 <= F < 1")
         if self.freeze_batchnorm and self.precise_bn_seconds:
@@ -356,6 +359,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         require_same_setup(f"init {cfg.init}", start.config, start_features, model.config, features)
         model.load_state_dict(start.state_dict())
     model = model.to(device)
+    model.dropout = cfg.dropout
     for name, p in model.named_parameters():  # frozen ones get no gradient, and backward stops below the
         p.requires_grad_(not frozen(name, cfg.freeze))  # lowest trainable layer
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -418,6 +422,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
             log.writerow(["time", "epoch", "step", "loss", "lr", "utt_per_s", "audio_s_per_s", "dev_wer", "dev_cer"])
         frozen_note = f" ({sum(p.numel() for p in trainable) / 1e6:.2f} M trained, {', '.join(cfg.freeze)} frozen)" \
             if cfg.freeze else ""
+        frozen_note += f"; dropout {cfg.dropout:g}" if cfg.dropout else ""
         print(f"model {cfg.model}: {model.num_parameters / 1e6:.2f} M parameters{frozen_note}; {len(entries)} utterances, "
               f"{sum(e['duration'] for e in entries) / 3600:.2f} h; {steps_per_epoch} steps per epoch on {device}")
 

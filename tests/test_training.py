@@ -383,3 +383,38 @@ def test_resuming_with_another_freeze_fails_in_one_line(tiny_model_dir, tmp_path
 def test_freeze_is_checked_at_load_time(settings, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         tiny_config(tmp_path, 1, **settings)
+
+
+def test_dropout_acts_in_training_only_and_changes_what_is_learnt(tiny_model_dir, tmp_path):
+    from ds2.checkpoint import load_model
+    from ds2.data import SpeechDataset, collate, read_manifest
+    from ds2.features import FeatureConfig, FeatureExtractor
+    batch = collate([SpeechDataset(read_manifest(TINY_MANIFEST), FeatureExtractor(FeatureConfig(n_mels=40)))[i]
+                     for i in range(3)])
+    net, _, _ = load_model(tiny_model_dir)
+    net.eval()
+    plain = net(batch["feats"], batch["feat_lengths"])[0]
+    net.dropout = 0.5
+    torch.testing.assert_close(net(batch["feats"], batch["feat_lengths"])[0], plain)  # inference: nothing dropped
+    net.train()
+    for m in net.modules():  # BatchNorm as in eval, so that only dropout can make a difference
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    torch.manual_seed(0)
+    dropped = net(batch["feats"], batch["feat_lengths"])[0]
+    assert not torch.allclose(dropped, plain)
+    net.dropout = 0.0
+    torch.testing.assert_close(net(batch["feats"], batch["feat_lengths"])[0], plain)
+
+    settings = dict(init=str(tiny_model_dir), freeze_batchnorm=True)
+    runs = [train(tiny_config(tmp_path / str(p), 2, dropout=p, **settings))[0] for p in (0.0, 0.5)]
+    assert runs[0].dropout == 0.0 and runs[1].dropout == 0.5
+    assert any(not torch.equal(a, b) for a, b in zip(runs[0].parameters(), runs[1].parameters()))
+    saved, _, _ = load_model(tmp_path / "0.5" / "best")
+    assert saved.dropout == 0.0  # a setting of the run, not of the model it writes
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0])
+def test_dropout_is_checked_at_load_time(p, tmp_path):
+    with pytest.raises(ConfigError, match=r"dropout = .*: expected a probability"):
+        tiny_config(tmp_path, 1, dropout=p)
