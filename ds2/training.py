@@ -442,6 +442,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
             state["batch"] += 1
             state["skipped_utterances"] += batch["skipped"]
             if batch["size"]:
+                if cfg.dropout:  # the masks follow from (seed, step, rank): each rank draws its own, and a
+                    torch.manual_seed(hash((cfg.seed, state["step"], rank)) & 0x7FFFFFFF)  # resumed run the same
                 with torch.autocast(device.type, amp_dtype, enabled=use_amp):
                     log_probs, out_lengths = ddp_model(batch["feats"].to(device), batch["feat_lengths"])
                 loss = F.ctc_loss(log_probs.float().transpose(0, 1), batch["targets"].to(device), out_lengths,

@@ -418,3 +418,27 @@ def test_dropout_acts_in_training_only_and_changes_what_is_learnt(tiny_model_dir
 def test_dropout_is_checked_at_load_time(p, tmp_path):
     with pytest.raises(ConfigError, match=r"dropout = .*: expected a probability"):
         tiny_config(tmp_path, 1, dropout=p)
+
+
+def test_dropout_masks_follow_the_step_so_a_resumed_run_draws_the_same(tiny_model_dir, tmp_path, monkeypatch):
+    import ds2.model
+    real, seeds = ds2.model.F.dropout, []
+
+    def recording_dropout(x, p, training):
+        if training and p:
+            seeds.append(torch.initial_seed())
+        return real(x, p, training)
+
+    monkeypatch.setattr(ds2.model.F, "dropout", recording_dropout)
+    settings = dict(init=str(tiny_model_dir), freeze_batchnorm=True, dropout=0.3, checkpoint_every=1)
+    straight, _ = train(tiny_config(tmp_path / "straight", 4, **settings))
+    straight_seeds, seeds[:] = list(seeds), []
+    train(tiny_config(tmp_path / "split", 4, **{**settings, "max_steps": 2}))
+    resumed, _ = train(tiny_config(tmp_path / "split", 4, **settings), resume=True)
+    layers = len(straight.rnns)
+    per_step = straight_seeds[::layers]
+    assert len(set(per_step)) == 4  # one seed per step, every layer of a step under it
+    assert straight_seeds == [seed for seed in per_step for _ in range(layers)]
+    assert seeds == straight_seeds
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
