@@ -250,6 +250,7 @@ def recompute_batchnorm(model: DeepSpeech2, dataset: SpeechDataset, device, max_
     random with `seed`; returns the batches used."""
     norms = batchnorm_layers(model)
     momenta, counts = [m.momentum for m in norms], [m.num_batches_tracked.clone() for m in norms]
+    dropout, model.dropout = model.dropout, 0.0  # the statistics inference will see: nothing dropped
     for m in norms:
         m.reset_running_stats()
     sampler = BucketBatchSampler([e["duration"] for e in dataset.entries], max_batch_seconds, seed, sortagrad=False)
@@ -270,6 +271,7 @@ def recompute_batchnorm(model: DeepSpeech2, dataset: SpeechDataset, device, max_
         for m, momentum, count in zip(norms, momenta, counts):
             m.momentum = momentum
             m.num_batches_tracked.copy_(count)  # a training count, which this was not
+        model.dropout = dropout
     return used
 
 
@@ -420,10 +422,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         log = csv.writer(log_file)
         if new_log:
             log.writerow(["time", "epoch", "step", "loss", "lr", "utt_per_s", "audio_s_per_s", "dev_wer", "dev_cer"])
-        frozen_note = f" ({sum(p.numel() for p in trainable) / 1e6:.2f} M trained, {', '.join(cfg.freeze)} frozen)" \
+        notes = f" ({sum(p.numel() for p in trainable) / 1e6:.2f} M trained, {', '.join(cfg.freeze)} frozen)" \
             if cfg.freeze else ""
-        frozen_note += f"; dropout {cfg.dropout:g}" if cfg.dropout else ""
-        print(f"model {cfg.model}: {model.num_parameters / 1e6:.2f} M parameters{frozen_note}; {len(entries)} utterances, "
+        notes += f"; dropout {cfg.dropout:g}" if cfg.dropout else ""
+        print(f"model {cfg.model}: {model.num_parameters / 1e6:.2f} M parameters{notes}; {len(entries)} utterances, "
               f"{sum(e['duration'] for e in entries) / 3600:.2f} h; {steps_per_epoch} steps per epoch on {device}")
 
     # --- the loop ---

@@ -25,7 +25,8 @@ def _batch_statistics(model, batch) -> list:
     return [(m.running_mean.clone(), m.running_var.clone()) for m in layers]
 
 
-def test_recomputed_statistics_are_the_length_weighted_mean_over_batches(tiny_model_dir):
+@pytest.mark.parametrize("dropout", [0.0, 0.5])  # train.fit's dropout: off for the statistics, then back
+def test_recomputed_statistics_are_the_length_weighted_mean_over_batches(dropout, tiny_model_dir):
     model, features, _ = load_model(tiny_model_dir)
     dataset = SpeechDataset(read_manifest(TINY_MANIFEST), FeatureExtractor(features))
     batches = [collate([dataset[i] for i in b]) for b in
@@ -34,8 +35,9 @@ def test_recomputed_statistics_are_the_length_weighted_mean_over_batches(tiny_mo
     per_batch = [_batch_statistics(model, b) for b in batches]
     total = sum(b["seconds"] for b in batches)
     model.eval()
+    model.dropout = dropout
     assert recompute_batchnorm(model, dataset, "cpu", max_batch_seconds=6.0, seed=3) == len(batches)
-    assert not model.training  # left in the mode it was found in
+    assert not model.training and model.dropout == dropout  # left as it was found
     for i, layer in enumerate(batchnorm_layers(model)):
         mean = sum(b["seconds"] / total * stats[i][0] for b, stats in zip(batches, per_batch))
         var = sum(b["seconds"] / total * stats[i][1] for b, stats in zip(batches, per_batch))
