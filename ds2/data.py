@@ -75,8 +75,13 @@ class Augment:
     specaugment: SpecAugment | None = None
 
 
+def seed_of(*keys: int) -> int:
+    """A seed that is a function of `keys` alone, the same in every process and every run."""
+    return hash(tuple(keys)) & 0x7FFFFFFF
+
+
 def seeded_generator(*keys: int) -> torch.Generator:
-    return torch.Generator().manual_seed(hash(tuple(keys)) & 0x7FFFFFFF)
+    return torch.Generator().manual_seed(seed_of(*keys))
 
 
 class SpeechDataset(torch.utils.data.Dataset):

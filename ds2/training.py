@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from .checkpoint import (CheckpointError, load_model, load_resume_state, require_same_setup, save_model,
                          save_resume_state)
-from .data import Augment, BucketBatchSampler, SpeechDataset, collate, read_manifest
+from .data import Augment, BucketBatchSampler, SpeechDataset, collate, read_manifest, seed_of
 from .decoding import greedy_decode
 from .features import FeatureConfig, FeatureExtractor, SpecAugment
 from .model import DeepSpeech2, model_config
@@ -445,7 +445,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
             state["skipped_utterances"] += batch["skipped"]
             if batch["size"]:
                 if cfg.dropout:  # the masks follow from (seed, step, rank): each rank draws its own, and a
-                    torch.manual_seed(hash((cfg.seed, state["step"], rank)) & 0x7FFFFFFF)  # resumed run the same
+                    torch.manual_seed(seed_of(cfg.seed, state["step"], rank))  # resumed run the same
                 with torch.autocast(device.type, amp_dtype, enabled=use_amp):
                     log_probs, out_lengths = ddp_model(batch["feats"].to(device), batch["feat_lengths"])
                 loss = F.ctc_loss(log_probs.float().transpose(0, 1), batch["targets"].to(device), out_lengths,

@@ -333,6 +333,14 @@ def _other_model(tmp_path):
     return save_model(tmp_path / "other", DeepSpeech2(model_config("tiny", n_feats=64)), FeatureConfig(n_mels=64))
 
 
+def _tiny_batch(size: int = 3) -> dict:
+    """The first `size` utterances of the tiny fixture as one batch, as the tiny model's features."""
+    from ds2.data import SpeechDataset, collate, read_manifest
+    from ds2.features import FeatureConfig, FeatureExtractor
+    dataset = SpeechDataset(read_manifest(TINY_MANIFEST), FeatureExtractor(FeatureConfig(n_mels=40)))
+    return collate([dataset[i] for i in range(size)])
+
+
 def test_freeze_keeps_named_layers_at_init_and_trains_the_rest_with_the_same_gradients(tiny_model_dir, tmp_path):
     from ds2.checkpoint import load_model
     start, _, _ = load_model(tiny_model_dir)
@@ -343,11 +351,8 @@ def test_freeze_keeps_named_layers_at_init_and_trains_the_rest_with_the_same_gra
 
     # the layers above a frozen one get the gradients they would get with nothing frozen (gru_scan
     # skips the weight gradient of a frozen layer, not the gradient that flows through it)
-    from ds2.data import SpeechDataset, collate, read_manifest
-    from ds2.features import FeatureConfig, FeatureExtractor
     from ds2.training import frozen, train_mode
-    batch = collate([SpeechDataset(read_manifest(TINY_MANIFEST), FeatureExtractor(FeatureConfig(n_mels=40)))[i]
-                     for i in range(3)])
+    batch = _tiny_batch()
     grads = []
     for names in ([], ["convs", "conv_norms", "rnns.0", "rnns.1.norm"]):
         net, _, _ = load_model(tiny_model_dir)
@@ -387,10 +392,7 @@ def test_freeze_is_checked_at_load_time(settings, message, tmp_path):
 
 def test_dropout_acts_in_training_only_and_changes_what_is_learnt(tiny_model_dir, tmp_path):
     from ds2.checkpoint import load_model
-    from ds2.data import SpeechDataset, collate, read_manifest
-    from ds2.features import FeatureConfig, FeatureExtractor
-    batch = collate([SpeechDataset(read_manifest(TINY_MANIFEST), FeatureExtractor(FeatureConfig(n_mels=40)))[i]
-                     for i in range(3)])
+    batch = _tiny_batch()
     net, _, _ = load_model(tiny_model_dir)
     net.eval()
     plain = net(batch["feats"], batch["feat_lengths"])[0]
