@@ -73,6 +73,7 @@ class Augment:
     noise_snr_db: tuple = (10.0, 40.0)  # ... at an SNR drawn from this range
     narrowband_prob: float = 0.0  # chance of a telephone band: down to 8 kHz and back, nothing above 4 kHz
     specaugment: SpecAugment | None = None
+    vtlp: tuple = ()  # (low, high): each utterance's spectrum warped by a factor drawn from this range
 
 
 def seed_of(*keys: int) -> int:
@@ -136,7 +137,11 @@ class SpeechDataset(torch.utils.data.Dataset):
         if aug.narrowband_prob and float(torch.rand(1, generator=g)) < aug.narrowband_prob:
             # a telephone line carries the room's noise too, so the band is cut after the noise
             wave = AF.resample(AF.resample(wave, SAMPLE_RATE, NARROWBAND_RATE), NARROWBAND_RATE, SAMPLE_RATE)
-        feats = self.extractor(wave)
+        if aug.vtlp:  # a new speaker's vocal tract: drawn only when set, so other runs draw as before
+            low, high = aug.vtlp
+            feats = self.extractor(wave, low + float(torch.rand(1, generator=g)) * (high - low))
+        else:
+            feats = self.extractor(wave)
         if aug.specaugment is not None:
             feats = aug.specaugment(feats, g)
         return {"feats": feats, "targets": torch.tensor(encode(entry["text"]), dtype=torch.long),

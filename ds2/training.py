@@ -76,6 +76,7 @@ class TrainConfig:
     narrowband_prob: float = 0.0  # chance of a telephone band (8 kHz) for a training utterance
     specaugment: bool = True
     specaugment_policy: dict = field(default_factory=dict)  # SpecAugment fields: {freq_width = 27, time_masks = 4}
+    vtlp: list = field(default_factory=list)  # [low, high]: vocal tract length perturbation factors, e.g. [0.9, 1.1]
     precise_bn_seconds: float = 0.0  # before each dev pass, BatchNorm statistics from this much training audio
     freeze_batchnorm: bool = False  # normalise with init's running statistics in training too (see train_mode)
     freeze: list = field(default_factory=list)  # parameter name prefixes that keep init's values: ["convs", "rnns.0"]
@@ -137,6 +138,9 @@ class TrainConfig:
             SpecAugment(**self.specaugment_policy)
         except TypeError as e:
             raise ConfigError(f"specaugment_policy {self.specaugment_policy}: {e}") from None
+        if self.vtlp and not (len(self.vtlp) == 2 and all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                                          for a in self.vtlp) and 0.5 <= self.vtlp[0] <= self.vtlp[1] <= 2):
+            raise ConfigError(f"vtlp = {self.vtlp!r}: expected [low, high] warp factors, 0.5 <= low <= high <= 2")
         if self.time_budget_min < 0:
             raise ConfigError(f"time_budget_min = {self.time_budget_min}: expected minutes >= 0")
         if self.freeze_batchnorm and not self.init:
@@ -342,7 +346,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
     if not entries:
         raise ConfigError(f"no training utterances in {cfg.train}")
     augment = Augment(speeds=tuple(cfg.speeds), noise_prob=cfg.noise_prob, narrowband_prob=cfg.narrowband_prob,
-                      specaugment=SpecAugment(**cfg.specaugment_policy) if cfg.specaugment else None)
+                      specaugment=SpecAugment(**cfg.specaugment_policy) if cfg.specaugment else None,
+                      vtlp=tuple(cfg.vtlp))
     train_set = SpeechDataset(entries, extractor, augment, seed=cfg.seed, cache_audio=cfg.cache_audio)
     if cfg.cache_audio and cfg.num_workers:  # decoded once here, then shared by the workers forked each epoch
         train_set.preload()

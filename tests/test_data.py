@@ -8,7 +8,7 @@ import torch
 
 from conftest import TINY_MANIFEST, high_band_share
 from ds2.data import Augment, BucketBatchSampler, SpeechDataset, collate, read_manifest, write_manifest
-from ds2.features import FeatureConfig, FeatureExtractor, SpecAugment
+from ds2.features import FeatureConfig, FeatureExtractor, SpecAugment, vtlp_matrix
 
 
 def test_manifest_paths_are_relative_to_the_manifest(tmp_path):
@@ -83,6 +83,37 @@ def test_narrowband_augmentation_leaves_nothing_above_4_khz():
     noisy = Augment(noise_prob=1.0)
     assert torch.equal(SpeechDataset(entries, lambda w: w, noisy)[1]["feats"],  # off: the same random draws
                        SpeechDataset(entries, lambda w: w, Augment(noise_prob=1.0, narrowband_prob=0.0))[1]["feats"])
+
+
+@pytest.mark.parametrize("alpha", [0.9, 1.1])
+def test_vtlp_moves_a_tone_by_the_warp_factor_and_keeps_the_band_edges(alpha):
+    extractor = FeatureExtractor(FeatureConfig(kind="linear"))  # 161 bins, 50 Hz apart
+    tone = torch.sin(2 * torch.pi * 1000 * torch.arange(16000) / 16000)
+    power = extractor.spectrogram(tone)
+    matrix = vtlp_matrix(161, alpha)
+    assert int((matrix @ power).mean(1).argmax()) * 50 == round(1000 * alpha)
+    assert matrix[0, 0] == 1 and matrix[-1, -1] == 1  # 0 Hz and Nyquist stay where they are
+    torch.testing.assert_close(matrix.sum(1), torch.ones(161))
+    torch.testing.assert_close(vtlp_matrix(161, 1.0), torch.eye(161))
+    for kind in ("linear", "logmel"):  # both feature kinds take a warp; 1 is no warp at all
+        ext = FeatureExtractor(FeatureConfig(kind=kind))
+        assert torch.equal(ext(tone, 1.0), ext(tone))
+        assert not torch.allclose(ext(tone, alpha), ext(tone), atol=1e-2)
+
+
+def test_vtlp_draws_a_warp_per_utterance_and_leaves_other_draws_alone():
+    entries = read_manifest(TINY_MANIFEST)
+    warps = []
+    def extractor(wave, warp=1.0):  # hands back the warp factor it was asked for
+        warps.append(warp)
+        return wave
+    augment = Augment(noise_prob=1.0, specaugment=None)
+    plain = SpeechDataset(entries, extractor, augment, seed=0)[2]["feats"]
+    assert warps == [1.0]
+    warped = SpeechDataset(entries, extractor, Augment(noise_prob=1.0, vtlp=(0.9, 1.1)), seed=0)
+    assert torch.equal(warped[2]["feats"], plain)  # the warp is drawn after the noise: same noise
+    warped[2], warped[3]
+    assert 0.9 <= warps[1] <= 1.1 and warps[1] == warps[2] != warps[3]  # seeded per utterance
 
 
 def test_features_are_normalised_per_utterance():

@@ -222,6 +222,9 @@ def test_fit_and_average_report_bad_model_folders_without_a_traceback(tmp_path, 
     ("epochs=2.5", "epochs = 2.5: expected int"),
     ("sortagrad=1", "sortagrad = 1: expected bool"),
     ("swa_from=1.5", "swa_from = 1.5: expected a fraction"),
+    ("vtlp=[1.1]", "low, high] warp factors, 0.5 <= low <= high <= 2"),
+    ("vtlp=[1.1, 0.9]", "low, high] warp factors, 0.5 <= low <= high <= 2"),
+    ("vtlp=[0.2, 1.1]", "low, high] warp factors, 0.5 <= low <= high <= 2"),
 ])
 def test_bad_settings_fail_at_load_time_in_one_line(setting, message, capsys):
     from train import fit
