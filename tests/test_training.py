@@ -447,3 +447,22 @@ def test_dropout_masks_follow_the_step_so_a_resumed_run_draws_the_same(tiny_mode
     assert seeds == straight_seeds
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_vtlp_warps_training_utterances_only(tmp_path, monkeypatch):
+    import ds2.features
+    real, warps = ds2.features.vtlp_matrix, []
+
+    def recording_matrix(n_bins, alpha, *args, **kwargs):
+        warps.append(alpha)
+        return real(n_bins, alpha, *args, **kwargs)
+
+    monkeypatch.setattr(ds2.features, "vtlp_matrix", recording_matrix)
+    dev = [str(TINY_MANIFEST)]
+    train(tiny_config(tmp_path / "plain", 2, dev=dev))
+    assert warps == []
+    train(tiny_config(tmp_path / "vtlp", 2, dev=dev, vtlp=[0.8, 1.2]))
+    n_train = len(warps)
+    assert n_train >= 2 and all(0.8 <= a <= 1.2 for a in warps) and len(set(warps)) == n_train
+    train(tiny_config(tmp_path / "vtlp", 2, dev=dev, vtlp=[0.8, 1.2]))  # the same run again: the same draws
+    assert warps[n_train:] == warps[:n_train]
