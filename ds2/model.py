@@ -266,7 +266,9 @@ class DeepSpeech2(nn.Module):
         x = x.permute(0, 3, 1, 2).reshape(batch, time, channels * freq)
         mask = _mask(out_lengths, time)
         for rnn in self.rnns:
-            x = F.dropout(rnn(x, out_lengths, mask), self.dropout, self.training)
+            x = rnn(x, out_lengths, mask)
+            if self.dropout and self.training:  # nothing to draw otherwise, on any device
+                x = F.dropout(x, self.dropout, training=True)
         if self.lookahead is not None:
             x = torch.clamp(self.lookahead(x), 0, CLIP) * mask[..., None]
         logits = self.fc(self.output_norm(x, mask))
