@@ -345,7 +345,7 @@ def build_app(transcriber: Transcriber, samples_dir=SAMPLES):
             with gr.Row():
                 alpha = gr.Slider(0, 3, p.alpha, step=0.05, label="alpha (LM weight)")
                 beta = gr.Slider(-2, 5, p.beta, step=0.1, label="beta (word bonus)")
-                width = gr.Slider(1, 256, p.beam_width, step=1, label="beam width")
+                width = gr.Slider(1, max(512, p.beam_width), p.beam_width, step=1, label="beam width")
             changes = gr.HighlightedText(label="LM text, where it differs from greedy", show_legend=True,
                                          color_map={"changed by the LM": "orange", "added by the LM": "green",
                                                     "dropped by the LM": "red"})

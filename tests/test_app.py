@@ -269,6 +269,16 @@ def test_app_has_the_contract_elem_ids_and_a_queue(transcriber, samples_dir):
     assert app._queue.default_concurrency_limit == demo.CONCURRENCY
 
 
+@pytest.mark.parametrize("width", [16, 384, 700])
+def test_beam_width_slider_holds_the_lm_width(tiny_model_dir, samples_dir, monkeypatch, width):
+    """The teaching view's slider starts at the width the LM ships with, whatever it is."""
+    t = Transcriber(tiny_model_dir, lm=None)
+    monkeypatch.setattr(t.beam, "params", dataclasses.replace(t.beam.params, beam_width=width))
+    app = demo.build_app(t, samples_dir)
+    slider = next(c["props"] for c in app.config["components"] if c["props"].get("label") == "beam width")
+    assert slider["value"] == width and slider["minimum"] <= width <= slider["maximum"]
+
+
 def test_without_a_model_the_app_and_cli_say_so(tmp_path, capsys):
     assert demo.main(["--cli", "--model", str(tmp_path)]) == 2
     assert "missing" in capsys.readouterr().err
