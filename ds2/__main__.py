@@ -2,6 +2,7 @@
 
     python -m ds2 transcribe FILE...|- [--model DIR] [--lm DIR|none] [--json] [--output-dir DIR [--output-format srt,vtt]]
     python -m ds2 evaluate MANIFEST [--model DIR] [--lm DIR|none] [--save-emissions FILE.npz] [--sample-rate HZ]
+        [--start-ms MS]
 """
 
 import argparse
@@ -15,6 +16,7 @@ from .audio import AudioError
 from .checkpoint import CheckpointError
 from .data import ManifestError, read_manifest
 from .decoding import LMError
+from .evaluation import check_start_ms
 from .evaluation import evaluate as evaluate_entries
 from .transcripts import FORMATS, word_dicts
 from .transcripts import write as write_transcripts
@@ -83,11 +85,12 @@ def transcribe(args) -> int:
 def evaluate(args) -> int:
     report = evaluate_entries(_transcriber(args), read_manifest(args.manifest), beam=not args.greedy_only,
                               keep_emissions=bool(args.save_emissions), verbose=args.verbose,
-                              sample_rate=args.sample_rate)
+                              sample_rate=args.sample_rate, start_ms=args.start_ms)
     if args.save_emissions:
         arrays = {f"lp_{i}": e for i, e in enumerate(report.pop("emissions"))}
         np.savez_compressed(args.save_emissions, refs=np.array(report.pop("refs")), **arrays)
-    report = {"manifest": args.manifest, **({"sample_rate": args.sample_rate} if args.sample_rate else {}), **report}
+    report = {"manifest": args.manifest, **({"sample_rate": args.sample_rate} if args.sample_rate else {}),
+              **({"start_ms": args.start_ms} if args.start_ms else {}), **report}
     if args.json:
         print(json.dumps(report))
     else:
@@ -118,7 +121,15 @@ def main(argv=None) -> int:
     sub.choices["evaluate"].add_argument("-v", "--verbose", action="store_true", help="print every transcript")
     sub.choices["evaluate"].add_argument("--sample-rate", type=int, metavar="HZ",
                                          help="first re-record every file at HZ (8000: a telephone band)")
+    sub.choices["evaluate"].add_argument("--start-ms", type=float, default=0.0, metavar="MS",
+                                         help="first drop every file's first MS milliseconds (0 to 999): the "
+                                         "network sees another phase of its frame grid, a check of dev noise")
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        try:
+            check_start_ms(args.start_ms)
+        except ValueError as e:
+            parser.error(str(e))
     if args.command == "transcribe" and args.files.count("-") > 1:
         parser.error("stdin (-) can be read only once")
     if args.command == "transcribe" and args.output_dir:

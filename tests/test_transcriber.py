@@ -171,6 +171,33 @@ def test_recorded_at_gives_band_limited_recordings(tmp_path):
         recorded_at(files, 0)
 
 
+def test_started_later_drops_the_start_of_each_file(tmp_path):
+    from ds2.audio import load_audio
+    from ds2.evaluation import started_later
+    files = [ENTRIES[1]["audio"], str(tmp_path / "missing.wav")]
+    later, missing = started_later(files, 10)
+    assert missing == files[1]  # passed on: transcribe_many reports it
+    original, shifted = load_audio(files[0]), load_audio(later)
+    assert shifted.size == original.size - 160 and np.array_equal(shifted, original[160:])
+    short = tmp_path / "short.wav"
+    sf.write(short, original[:1600], 16000)  # 100 ms
+    assert next(started_later([str(short)], 100)) == b""  # nothing left: reported as empty, not hidden
+    for bad in (-1, 1000, float("nan")):
+        with pytest.raises(ValueError, match="start shift"):
+            started_later(files, bad)
+
+
+def test_cli_evaluate_with_a_later_start(tiny_model_dir):
+    run = [sys.executable, "-m", "ds2", "evaluate", str(TINY_MANIFEST), "--model", str(tiny_model_dir),
+           "--lm", "none", "--json", "--greedy-only"]
+    reports = [json.loads(subprocess.run(run + extra, capture_output=True, text=True, cwd=ROOT, timeout=120,
+                                         check=True).stdout) for extra in ([], ["--start-ms", "10"])]
+    assert "start_ms" not in reports[0] and reports[1]["start_ms"] == 10
+    assert reports[1]["utterances"] == 10 and reports[1]["skipped"] == 0
+    proc = subprocess.run(run + ["--start-ms", "1000"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "start shift" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_cli_evaluate_at_a_sample_rate(tiny_model_dir):
     proc = subprocess.run([sys.executable, "-m", "ds2", "evaluate", str(TINY_MANIFEST), "--model", str(tiny_model_dir),
                            "--lm", "none", "--json", "--greedy-only", "--sample-rate", "8000"],
