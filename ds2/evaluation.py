@@ -77,7 +77,8 @@ def evaluate(transcriber, entries: list[dict], beam: bool = True, keep_emissions
         sources = started_later(sources, start_ms)
     if sample_rate is not None:
         sources = recorded_at(sources, sample_rate)
-    results = (r for _, r in transcriber.transcribe_many(sources, beam=beam))
+    # errors name the manifest's file, also when a shifted or re-recorded copy is what failed
+    results = (r for _, r in transcriber.transcribe_many(sources, beam=beam, names=[e["audio"] for e in entries]))
     for entry, r in zip(entries, results):
         if isinstance(r, AudioError):
             print(f"skipped: {r}", file=sys.stderr)

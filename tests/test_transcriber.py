@@ -187,6 +187,17 @@ def test_started_later_drops_the_start_of_each_file(tmp_path):
             started_later(files, bad)
 
 
+def test_a_file_no_longer_than_the_shift_is_skipped_by_name(tiny_model_dir, tmp_path, capsys):
+    from ds2.audio import load_audio
+    from ds2.evaluation import evaluate
+    short = tmp_path / "short.wav"
+    sf.write(short, load_audio(ENTRIES[1]["audio"])[:1600], 16000)  # 100 ms
+    entries = [ENTRIES[1], {"audio": str(short), "text": "a"}]
+    report = evaluate(Transcriber(tiny_model_dir, lm=None), entries, beam=False, start_ms=100)
+    assert report["utterances"] == 1 and report["skipped"] == 1
+    assert f"skipped: {short}" in capsys.readouterr().err
+
+
 def test_cli_evaluate_with_a_later_start(tiny_model_dir):
     run = [sys.executable, "-m", "ds2", "evaluate", str(TINY_MANIFEST), "--model", str(tiny_model_dir),
            "--lm", "none", "--json", "--greedy-only"]
