@@ -14,53 +14,40 @@ from .audio import SAMPLE_RATE, AudioError, check_sample_rate, load_audio, resam
 from .text import wer_cer
 
 
-def recorded_at(paths, sample_rate: int):
-    """Each file as the bytes of a WAV file recorded at `sample_rate` (8000: a telephone band), to
-    measure how a model copes with such input; a file that cannot be read is passed on as it is."""
-    check_sample_rate(sample_rate, "re-recording")  # an AudioError, a ValueError: before any file is read
-    return _recorded_at(paths, sample_rate)
-
-
-def _recorded_at(paths, sample_rate: int):
-    for path in paths:
-        try:
-            wave = load_audio(path)
-        except AudioError:
-            yield path  # transcribe_many reports it
-            continue
-        buffer = io.BytesIO()
-        sf.write(buffer, resample(wave, SAMPLE_RATE, sample_rate), sample_rate, format="WAV", subtype="FLOAT")
-        yield buffer.getvalue()
-
-
 def check_start_ms(start_ms: float) -> None:
     """A ValueError unless 0 <= start_ms < 1000 (a shift within a second)."""
     if not 0 <= start_ms < 1000:
         raise ValueError(f"{start_ms} ms: the start shift must be from 0 up to (not including) 1000 ms")
 
 
-def started_later(paths, start_ms: float):
-    """Each file as the bytes of a WAV file (16 kHz) without its first `start_ms` milliseconds.
+def rewritten(paths, start_ms: float = 0.0, sample_rate: int | None = None):
+    """Each file as the bytes of a WAV file without its first `start_ms` milliseconds, recorded at
+    `sample_rate` (None: 16 kHz), in one read per file. A file that cannot be read is passed on as
+    it is; one no longer than the shift becomes empty; `transcribe_many` reports both.
 
-    A network with a time stride of 3 frames of 10 ms sees only every third frame position; a start
+    `sample_rate` (8000: a telephone band) measures how a model copes with such input. `start_ms`:
+    a network with a time stride of 3 frames of 10 ms sees only every third frame position; a start
     10 or 20 ms later shows it another phase of the same speech. How much the error counts move with
-    the shift is how much of a dev difference that size is chance. A file that cannot be read is
-    passed on as it is; one no longer than the shift becomes empty, which `transcribe_many` reports.
+    the shift is how much of a dev difference that size is chance.
     """
-    check_start_ms(start_ms)  # before any file is read
-    return _started_later(paths, round(start_ms * SAMPLE_RATE / 1000))
+    check_start_ms(start_ms)  # both checks before any file is read
+    if sample_rate is not None:
+        check_sample_rate(sample_rate, "re-recording")  # an AudioError, a ValueError
+    return _rewritten(paths, round(start_ms * SAMPLE_RATE / 1000), sample_rate)
 
 
-def _started_later(paths, drop: int):
+def _rewritten(paths, drop: int, sample_rate: int | None):
     for path in paths:
         try:
-            wave = load_audio(path)
+            wave = load_audio(path)[drop:]
         except AudioError:
             yield path
             continue
         buffer = io.BytesIO()
-        if wave.size > drop:
-            sf.write(buffer, wave[drop:], SAMPLE_RATE, format="WAV", subtype="FLOAT")
+        if wave.size:
+            if sample_rate is not None:
+                wave = resample(wave, SAMPLE_RATE, sample_rate)
+            sf.write(buffer, wave, sample_rate or SAMPLE_RATE, format="WAV", subtype="FLOAT")
         yield buffer.getvalue()
 
 
@@ -68,15 +55,13 @@ def evaluate(transcriber, entries: list[dict], beam: bool = True, keep_emissions
              verbose: bool = False, sample_rate: int | None = None, start_ms: float = 0.0) -> dict:
     """Transcribe every manifest entry -> {utterances, skipped, audio_hours, rtf, greedy_wer,
     greedy_cer, [lm_wer, lm_cer], [emissions, refs]}; unreadable audio is skipped and counted.
-    `start_ms` first drops the start of each file (see `started_later`), then `sample_rate` turns
-    each into a recording at that rate (see `recorded_at`)."""
+    `start_ms` and `sample_rate` first shift each file and turn it into a recording at that rate
+    (see `rewritten`)."""
     greedy, lm, emissions, audio_seconds = [], [], [], 0.0
     tic = time.perf_counter()
     sources = [e["audio"] for e in entries]
-    if start_ms:
-        sources = started_later(sources, start_ms)
-    if sample_rate is not None:
-        sources = recorded_at(sources, sample_rate)
+    if start_ms or sample_rate is not None:
+        sources = rewritten(sources, start_ms, sample_rate)
     # errors name the manifest's file, also when a shifted or re-recorded copy is what failed
     results = (r for _, r in transcriber.transcribe_many(sources, beam=beam, names=[e["audio"] for e in entries]))
     for entry, r in zip(entries, results):

@@ -157,34 +157,36 @@ def test_cli_evaluate_prints_corpus_wer_and_cer(tiny_model_dir):
     assert {"greedy_wer", "lm_wer", "lm_cer"} <= set(report)
 
 
-def test_recorded_at_gives_band_limited_recordings(tmp_path):
+def test_rewritten_gives_band_limited_recordings(tmp_path):
     from ds2.audio import load_audio
-    from ds2.evaluation import recorded_at
+    from ds2.evaluation import rewritten
     files = [ENTRIES[1]["audio"], str(tmp_path / "missing.wav")]
-    phone, missing = recorded_at(files, 8000)
+    phone, missing = rewritten(files, sample_rate=8000)
     assert missing == files[1]  # passed on: transcribe_many reports it
     assert sf.info(io.BytesIO(phone)).samplerate == 8000
     original, narrow = load_audio(files[0]), load_audio(phone)
     assert abs(narrow.size - original.size) <= 2
     assert high_band_share(original) > 1e-2 and high_band_share(narrow) < 1e-4
     with pytest.raises(ValueError, match="plausible"):
-        recorded_at(files, 0)
+        rewritten(files, sample_rate=0)
+    (both,) = rewritten(files[:1], start_ms=10, sample_rate=8000)  # shifted and re-recorded in one read
+    assert sf.info(io.BytesIO(both)).samplerate == 8000 and abs(load_audio(both).size - (original.size - 160)) <= 2
 
 
-def test_started_later_drops_the_start_of_each_file(tmp_path):
+def test_rewritten_drops_the_start_of_each_file(tmp_path):
     from ds2.audio import load_audio
-    from ds2.evaluation import started_later
+    from ds2.evaluation import rewritten
     files = [ENTRIES[1]["audio"], str(tmp_path / "missing.wav")]
-    later, missing = started_later(files, 10)
+    later, missing = rewritten(files, start_ms=10)
     assert missing == files[1]  # passed on: transcribe_many reports it
     original, shifted = load_audio(files[0]), load_audio(later)
     assert shifted.size == original.size - 160 and np.array_equal(shifted, original[160:])
     short = tmp_path / "short.wav"
     sf.write(short, original[:1600], 16000)  # 100 ms
-    assert next(started_later([str(short)], 100)) == b""  # nothing left: reported as empty, not hidden
+    assert next(rewritten([str(short)], start_ms=100)) == b""  # nothing left: reported as empty, not hidden
     for bad in (-1, 1000, float("nan")):
         with pytest.raises(ValueError, match="start shift"):
-            started_later(files, bad)
+            rewritten(files, start_ms=bad)
 
 
 def test_a_file_no_longer_than_the_shift_is_skipped_by_name(tiny_model_dir, tmp_path, capsys):
