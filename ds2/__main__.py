@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import AudioError
+from .audio import AudioError, start_samples
 from .checkpoint import CheckpointError
 from .data import ManifestError, read_manifest
 from .decoding import LMError
-from .evaluation import check_start_ms
 from .evaluation import evaluate as evaluate_entries
 from .transcripts import FORMATS, word_dicts
 from .transcripts import write as write_transcripts
@@ -127,7 +126,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         try:
-            check_start_ms(args.start_ms)
+            start_samples(args.start_ms)
         except ValueError as e:
             parser.error(str(e))
     if args.command == "transcribe" and args.files.count("-") > 1:

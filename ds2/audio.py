@@ -57,6 +57,16 @@ def check_sample_rate(sample_rate, name: str = "audio") -> None:
         raise AudioError(f"{name}: sample rate {sample_rate!r} is not a plausible audio rate")
 
 
+def start_samples(start_ms: float) -> int:
+    """The samples at 16 kHz in a start shift of `start_ms` milliseconds; a ValueError unless
+    0 <= start_ms < 1000 (a shift within a second). A network with a time stride of 3 frames of
+    10 ms sees only every third frame position; a start 10 or 20 ms later shows it another phase
+    of the same speech, and how much its errors move is how much of a difference that size is chance."""
+    if not 0 <= start_ms < 1000:
+        raise ValueError(f"{start_ms} ms: the start shift must be from 0 up to (not including) 1000 ms")
+    return round(start_ms * SAMPLE_RATE / 1000)
+
+
 def to_mono_16k(samples, sample_rate: int, *, max_seconds: float | None = None, name: str = "audio",
                 whole: bool = True) -> np.ndarray:
     """Any array of audio -> (samples,) float32 at 16 kHz, mono, validated.

@@ -7,6 +7,7 @@ seeded by (seed, epoch, index), so an interrupted run resumes with exactly the s
 """
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from .audio import SAMPLE_RATE, AudioError, load_audio
+from .audio import SAMPLE_RATE, AudioError, load_audio, start_samples
 from .features import FeatureExtractor, SpecAugment
 from .text import encode
 
@@ -93,6 +94,16 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.entries, self.extractor, self.augment, self.seed = entries, extractor, augment, seed
         self.epoch = 0
         self.cache: dict[int, np.ndarray] | None = {} if cache_audio else None
+        self.drop = 0  # samples dropped from the start of every utterance: see started_later
+
+    def started_later(self, start_ms: float) -> "SpeechDataset":
+        """This dataset with every utterance's first `start_ms` milliseconds dropped (the same cut
+        as `ds2 evaluate --start-ms`), sharing this one's audio cache: an utterance no longer
+        than that is skipped. How a model's dev errors move with the shift is how much of a dev
+        difference is the phase of its time stride (`ds2.audio.start_samples`)."""
+        shifted = copy.copy(self)
+        shifted.drop = start_samples(start_ms)
+        return shifted
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -122,9 +133,11 @@ class SpeechDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict | None:
         entry = self.entries[index]
         try:
-            wave = torch.from_numpy(self._waveform(index))
+            wave = torch.from_numpy(self._waveform(index)[self.drop:])
         except AudioError:
             return None  # counted as skipped by collate(); training goes on
+        if not wave.numel():
+            return None  # no longer than the start shift
         g = seeded_generator(self.seed, self.epoch, index)
         aug = self.augment
         speed = aug.speeds[int(torch.randint(len(aug.speeds), (1,), generator=g))]

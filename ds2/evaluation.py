@@ -10,14 +10,8 @@ import time
 
 import soundfile as sf
 
-from .audio import SAMPLE_RATE, AudioError, check_sample_rate, load_audio, resample
+from .audio import SAMPLE_RATE, AudioError, check_sample_rate, load_audio, resample, start_samples
 from .text import wer_cer
-
-
-def check_start_ms(start_ms: float) -> None:
-    """A ValueError unless 0 <= start_ms < 1000 (a shift within a second)."""
-    if not 0 <= start_ms < 1000:
-        raise ValueError(f"{start_ms} ms: the start shift must be from 0 up to (not including) 1000 ms")
 
 
 def rewritten(paths, start_ms: float = 0.0, sample_rate: int | None = None):
@@ -25,15 +19,13 @@ def rewritten(paths, start_ms: float = 0.0, sample_rate: int | None = None):
     `sample_rate` (None: 16 kHz), in one read per file. A file that cannot be read is passed on as
     it is; one no longer than the shift becomes empty; `transcribe_many` reports both.
 
-    `sample_rate` (8000: a telephone band) measures how a model copes with such input. `start_ms`:
-    a network with a time stride of 3 frames of 10 ms sees only every third frame position; a start
-    10 or 20 ms later shows it another phase of the same speech. How much the error counts move with
-    the shift is how much of a dev difference that size is chance.
+    `sample_rate` (8000: a telephone band) measures how a model copes with such input; `start_ms`,
+    how much of a dev difference is the stride's phase (`ds2.audio.start_samples`).
     """
-    check_start_ms(start_ms)  # both checks before any file is read
+    drop = start_samples(start_ms)  # both checks before any file is read
     if sample_rate is not None:
         check_sample_rate(sample_rate, "re-recording")  # an AudioError, a ValueError
-    return _rewritten(paths, round(start_ms * SAMPLE_RATE / 1000), sample_rate)
+    return _rewritten(paths, drop, sample_rate)
 
 
 def _rewritten(paths, drop: int, sample_rate: int | None):

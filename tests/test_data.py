@@ -117,6 +117,24 @@ def test_vtlp_draws_a_warp_per_utterance_and_leaves_other_draws_alone():
     assert 0.9 <= warps[1] <= 1.1 and warps[1] == warps[2] != warps[3]  # seeded per utterance
 
 
+def test_a_dataset_started_later_drops_each_utterances_first_milliseconds_and_shares_the_cache(tmp_path):
+    def extractor(wave, warp=1.0):  # hands back the samples it was given
+        return wave
+    entries = read_manifest(TINY_MANIFEST)
+    dataset = SpeechDataset(entries, extractor, cache_audio=True)
+    later = dataset.started_later(10)
+    assert torch.equal(later[4]["feats"], dataset[4]["feats"][160:])  # 10 ms at 16 kHz
+    assert dataset.cache is later.cache and list(dataset.cache) == [4]  # read once, by the first
+    assert later[4]["text"] == dataset[4]["text"] and dataset.drop == 0
+    sf.write(tmp_path / "short.wav", np.full(960, 0.1, dtype=np.float32), 16000)  # 60 ms
+    short = SpeechDataset([{"audio": str(tmp_path / "short.wav"), "text": "a", "duration": 0.06}], extractor)
+    assert short.started_later(50)[0]["feats"].numel() == 160
+    assert short.started_later(60)[0] is None  # nothing left: skipped, as an unreadable file is
+    for ms in (-1, 1000):
+        with pytest.raises(ValueError, match="from 0 up to"):
+            dataset.started_later(ms)
+
+
 def test_features_are_normalised_per_utterance():
     extractor = FeatureExtractor(FeatureConfig(kind="linear"))
     wave = torch.randn(16000) * 0.1

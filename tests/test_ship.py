@@ -62,7 +62,12 @@ def test_training_ignores_the_ship_table_and_the_rule_is_checked(tmp_path):
                            ('[ship]\nbaseline = "b"\nmax_errors = { "a.jsonl" = -1 }\n', "word counts"),
                            ('[ship]\nbaseline = "b"\np_worse = 2\n', "probability"),
                            ('[ship]\nbaseline = "b"\nmax_errors = [3]\n', "word counts"),
-                           ('[ship]\nbaseline = "b"\ncandidates = ["init"]\n', "expected a table")]:
+                           ('[ship]\nbaseline = "b"\ncandidates = ["init"]\n', "expected a table"),
+                           ('[ship]\nbaseline = "b"\nshifts_ms = 10\n', "list of different start shifts"),
+                           ('[ship]\nbaseline = "b"\nshifts_ms = []\n', "list of different start shifts"),
+                           ('[ship]\nbaseline = "b"\nshifts_ms = [0, 10, 10]\n', "list of different start shifts"),
+                           ('[ship]\nbaseline = "b"\nshifts_ms = [0, true]\n', "list of different start shifts"),
+                           ('[ship]\nbaseline = "b"\nshifts_ms = [0, 1000]\n', "shifts_ms: 1000 ms: the start shift")]:
         with pytest.raises(ConfigError, match=message):
             ShipRule.load(write_config(tmp_path / "bad.toml", tmp_path / "run", tmp_path / "init", table))
 
@@ -101,6 +106,28 @@ def test_cli_names_what_is_missing_in_one_line(tiny_model_dir, tmp_path, capsys)
     with pytest.raises(SystemExit):
         main([str(config)])
     assert "not one of the dev parts: manifest.jsonl" in capsys.readouterr().err
+
+
+def test_cli_sums_each_models_errors_over_the_start_shifts(tiny_model_dir, tmp_path, capsys):
+    from ds2.checkpoint import load_model, save_model
+    from ds2.model import DeepSpeech2
+    model, features, _ = load_model(tiny_model_dir)
+    untrained = save_model(tmp_path / "untrained", DeepSpeech2(model.config), features)
+    reports = {}
+    for shifts in ("[0]", "[10]", "[0, 10]"):
+        config = write_config(tmp_path / "run.toml", tmp_path / "run", tmp_path / "init",
+                              f'[ship]\nbaseline = "{untrained}"\nresamples = 200\nshifts_ms = {shifts}\n'
+                              f'candidates = {{ trained = ["{tiny_model_dir}"] }}\n')
+        main([str(config), "--json", str(tmp_path / "ship.json")])
+        reports[shifts] = json.loads((tmp_path / "ship.json").read_text())
+    assert "start shifts of 0, 10 ms" in capsys.readouterr().out
+    for who in ("baseline", "trained"):
+        one, later, both = (r["baseline"] if who == "baseline" else r["candidates"][who] for r in reports.values())
+        for key in ("word_errors", "words", "char_errors", "chars"):
+            assert both["pooled"][key] == one["pooled"][key] + later["pooled"][key], (who, key)
+    trained = [r["candidates"]["trained"]["pooled"]["char_errors"] for r in reports.values()]
+    assert trained[0] != trained[1]  # the shift changes what the network hears
+    assert reports["[0, 10]"]["rule"]["shifts_ms"] == [0, 10]
 
 
 def test_cli_measures_only_the_named_candidates_before_the_run(tiny_model_dir, tmp_path, capsys):

@@ -10,6 +10,7 @@ ignores it):
     no_worse = ["librispeech-dev.jsonl"]              # dev parts whose WER and CER may not get worse
     max_errors = { "an4-dev.jsonl" = 34, "digits-dev.jsonl" = 77 }  # word errors allowed on these parts
     p_worse = 0.95        # and no part worse beyond chance: paired bootstrap p_worse below this
+    shifts_ms = [0, 10, 20]  # optional: dev decoded at each start shift, errors summed (default [0])
     candidates = { avg = ["init", 1, 2, 3], tail = [1, 2, 3] }      # means of model folders
 
 A member of a mean is "init" (the config's `init`), an epoch number N (OUT_DIR/epochs/00N) or a
@@ -19,8 +20,12 @@ OUT_DIR/NAME (`train.average`), then the baseline and every candidate decode eac
 manifests greedily, as `train.fit` measures dev. A candidate passes when its pooled dev WER is below
 the baseline's, it has no more word or character errors on the `no_worse` parts, no more word errors
 than `max_errors` allows, and on no part a paired bootstrap (`train.compare`) finds it worse with
-p_worse at or above `p_worse`. Of those that pass, the lowest pooled dev WER is the pick (the first
-listed on a tie); nothing is exported: `python -m train.export PICK assets/models/...` does that.
+p_worse at or above `p_worse`. With `shifts_ms`, every model decodes each dev utterance once per
+start shift (its first milliseconds dropped, as `ds2 evaluate --start-ms` does) and the counts
+above, `max_errors` included, are the sums: a stride-3 network's dev errors move by about as much
+between phases of its frame grid as between two training cycles, so one pass can pick by chance.
+Of those that pass, the lowest pooled dev WER is the pick (the first listed on a tie); nothing is
+exported: `python -m train.export PICK assets/models/...` does that.
 A candidate's network may differ from the baseline's (a widened model against its narrower
 start); its features and output classes may not. Test sets are not touched. `--only NAME ...`
 measures just those candidates, such as the ones that exist before the run.
@@ -35,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ds2.audio import start_samples
 from ds2.checkpoint import CheckpointError
 from ds2.data import ManifestError
 from ds2.training import ConfigError, TrainConfig
@@ -51,6 +57,7 @@ class ShipRule:
     p_worse: float = 0.95
     candidates: dict = field(default_factory=dict)
     resamples: int = 10_000
+    shifts_ms: list = field(default_factory=lambda: [0])
 
     @classmethod
     def load(cls, path) -> "ShipRule":
@@ -73,6 +80,14 @@ class ShipRule:
             raise ConfigError(f"{path}: [ship] p_worse = {rule.p_worse!r}: expected a probability in (0, 1]")
         if not isinstance(rule.resamples, int) or rule.resamples < 1:
             raise ConfigError(f"{path}: [ship] resamples = {rule.resamples!r}: expected a count >= 1")
+        if not (isinstance(rule.shifts_ms, list) and rule.shifts_ms and len(set(rule.shifts_ms)) == len(rule.shifts_ms)
+                and all(isinstance(ms, (int, float)) and not isinstance(ms, bool) for ms in rule.shifts_ms)):
+            raise ConfigError(f"{path}: [ship] shifts_ms = {rule.shifts_ms!r}: expected a list of different start shifts in ms")
+        for ms in rule.shifts_ms:
+            try:
+                start_samples(ms)
+            except ValueError as e:
+                raise ConfigError(f"{path}: [ship] shifts_ms: {e}") from None
         if not isinstance(rule.candidates, dict):
             raise ConfigError(f"{path}: [ship] candidates = {rule.candidates!r}: expected a table of name = [members]")
         for name, members in rule.candidates.items():
@@ -117,10 +132,18 @@ def candidates(config: TrainConfig, rule: ShipRule, only=None) -> dict:
     return out
 
 
-def measure(model, dev_sets: dict) -> dict:
-    """part name -> per-utterance (word errors, words, char errors, chars), an int array (n, 4)."""
+def measure(model, dev_sets: dict, shifts_ms=(0,)) -> dict:
+    """part name -> per-utterance (word errors, words, char errors, chars), an int array (n, 4),
+    summed over the start shifts (`SpeechDataset.started_later`)."""
     from train.compare import utterance_counts
-    return {name: utterance_counts(model, dataset)[1] for name, dataset in dev_sets.items()}
+    out = {}
+    for name, dataset in dev_sets.items():
+        passes = [utterance_counts(model, dataset.started_later(ms))[1] for ms in shifts_ms]
+        if len({len(c) for c in passes}) > 1:
+            raise ConfigError(f"{name}: some utterances are no longer than a start shift of "
+                              f"{max(shifts_ms)} ms; choose smaller shifts_ms")
+        out[name] = sum(passes)
+    return out
 
 
 def summary(counts: dict) -> dict:
@@ -182,15 +205,18 @@ def ship(config_path, baseline=None, log=print, only=None) -> dict:
             require_same_setup(f"{folder} (against the baseline {baseline})", model.config, feats,
                                base_model.config, features, network=False)
     log(f"baseline {baseline}")
-    base = measure(base_model, dev)
+    if rule.shifts_ms != [0]:
+        log(f"each dev utterance decoded at start shifts of {', '.join(f'{ms:g}' for ms in rule.shifts_ms)} ms; "
+            "error counts are the sums")
+    base = measure(base_model, dev, rule.shifts_ms)
     del base_model
     report = {"config": str(config_path), "baseline": {"folder": str(baseline), **summary(base)},
-              "rule": {k: getattr(rule, k) for k in ("no_worse", "max_errors", "p_worse", "resamples")},
+              "rule": {k: getattr(rule, k) for k in ("no_worse", "max_errors", "p_worse", "resamples", "shifts_ms")},
               "candidates": {}, "pick": None}
     log(format_line("baseline", report["baseline"]))
     for name, members in plan.items():
         folder = members[0] if len(members) == 1 else average(members, Path(config.out_dir).expanduser() / name)
-        counts = measure(load_model(folder)[0], dev)
+        counts = measure(load_model(folder)[0], dev, rule.shifts_ms)
         reasons, boot = judge(counts, base, rule)
         report["candidates"][name] = {"folder": str(folder), "members": [str(m) for m in members], **summary(counts),
                                       "bootstrap": boot, "passes": not reasons, "fails": reasons}
