@@ -67,6 +67,7 @@ def test_training_ignores_the_ship_table_and_the_rule_is_checked(tmp_path):
                            ('[ship]\nbaseline = "b"\nshifts_ms = []\n', "list of different start shifts"),
                            ('[ship]\nbaseline = "b"\nshifts_ms = [0, 10, 10]\n', "list of different start shifts"),
                            ('[ship]\nbaseline = "b"\nshifts_ms = [0, true]\n', "list of different start shifts"),
+                           ('[ship]\nbaseline = "b"\nshifts_ms = [[0]]\n', "list of different start shifts"),
                            ('[ship]\nbaseline = "b"\nshifts_ms = [0, 1000]\n', "shifts_ms: 1000 ms: the start shift")]:
         with pytest.raises(ConfigError, match=message):
             ShipRule.load(write_config(tmp_path / "bad.toml", tmp_path / "run", tmp_path / "init", table))

@@ -80,8 +80,9 @@ class ShipRule:
             raise ConfigError(f"{path}: [ship] p_worse = {rule.p_worse!r}: expected a probability in (0, 1]")
         if not isinstance(rule.resamples, int) or rule.resamples < 1:
             raise ConfigError(f"{path}: [ship] resamples = {rule.resamples!r}: expected a count >= 1")
-        if not (isinstance(rule.shifts_ms, list) and rule.shifts_ms and len(set(rule.shifts_ms)) == len(rule.shifts_ms)
-                and all(isinstance(ms, (int, float)) and not isinstance(ms, bool) for ms in rule.shifts_ms)):
+        if not (isinstance(rule.shifts_ms, list) and rule.shifts_ms  # numbers first: set() needs them hashable
+                and all(isinstance(ms, (int, float)) and not isinstance(ms, bool) for ms in rule.shifts_ms)
+                and len(set(rule.shifts_ms)) == len(rule.shifts_ms)):
             raise ConfigError(f"{path}: [ship] shifts_ms = {rule.shifts_ms!r}: expected a list of different start shifts in ms")
         for ms in rule.shifts_ms:
             try:
