@@ -338,8 +338,11 @@ def build_app(transcriber: Transcriber, samples_dir=SAMPLES):
         with gr.Tab("How it works"):
             gr.Markdown("The network turns every frame of audio into probabilities over 29 symbols (a CTC blank, "
                         "space, apostrophe, a-z). Greedy decoding takes the best symbol per frame, merges repeats and "
-                        "drops blanks; beam search keeps the best prefixes and adds alpha × log P_LM + beta × words. "
-                        "The sliders re-decode the cached probabilities: the network does not run again.")
+                        "drops blanks; beam search keeps the best prefixes and adds alpha × log P_LM + beta × words"
+                        + (f", after adding {p.blank_offset:+g} to the blank's log-probability in every frame (tuned "
+                           "on dev with alpha and beta: a lower blank keeps letters the network hedges with it)"
+                           if p.blank_offset else "")
+                        + ". The sliders re-decode the cached probabilities: the network does not run again.")
             figure = gr.Plot(label="waveform, spectrogram and posteriogram")
             steps = gr.Textbox(label="From frames to text: greedy decoding", lines=9, elem_classes=["mono"])
             with gr.Row():

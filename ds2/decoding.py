@@ -4,7 +4,9 @@ Greedy decoding takes the most likely symbol in each frame, merges repeats and d
 Beam search (pyctcdecode) keeps the `beam_width` best prefixes and, with a KenLM n-gram model,
 ranks them as the DS2 paper does:  log P_ctc(y|x) + alpha * log P_lm(y) + beta * words(y).
 Without an LM file it runs a beam search on the acoustic scores alone; given an LM file but no kenlm,
-it does the same and warns.
+it does the same and warns. Before the search, `blank_offset` (tuned on dev with the LM weights) can
+lower the blank's log-probability in every frame, the frame renormalised: a network that hedges with
+blanks then loses fewer letters to them.
 """
 
 import contextlib
@@ -44,7 +46,8 @@ class Decoded:
 class Beam:
     """A beam-search hypothesis and its scores (natural log): total = acoustic + lm.
 
-    acoustic: CTC log-probability of the text; lm: alpha * log P_lm + beta * words + hotword bonus.
+    acoustic: CTC log-probability of the text (of the log-probs after `blank_offset`); lm: alpha *
+    log P_lm + beta * words + hotword bonus.
     """
     text: str
     acoustic_score: float
@@ -64,6 +67,21 @@ class LMParams:
     beam_prune_logp: float = -10.0  # drop prefixes this far below the best one
     token_min_logp: float = -5.0  # ignore symbols less likely than this in a frame (unless the best)
     unk_score_offset: float = -10.0  # log10 penalty for a word the LM does not know
+    blank_offset: float = 0.0  # added to the blank's log-prob in each frame before the search
+
+    def __post_init__(self):
+        if not np.isfinite(self.blank_offset):
+            raise ValueError(f"blank_offset={self.blank_offset}: must be a finite number")
+
+
+def offset_blank(log_probs: np.ndarray, offset: float) -> np.ndarray:
+    """(T, V) log-probs with `offset` added to the blank's column and each frame renormalised (a copy;
+    the input itself when offset is 0)."""
+    if not offset:
+        return log_probs
+    shifted = np.array(log_probs, dtype=np.float32)
+    shifted[:, BLANK_ID] += offset
+    return shifted - np.logaddexp.reduce(shifted, axis=1, keepdims=True)
 
 
 def greedy_path(log_probs: np.ndarray) -> np.ndarray:
@@ -178,8 +196,12 @@ class BeamDecoder:
         return cls(lm_file, unigrams, params)
 
     def _search(self, log_probs, alpha, beta, beam_width, hotwords, hotword_weight, prune_history,
-                unk_score_offset=None):
+                unk_score_offset=None, blank_offset=None):
         p = self.params
+        blank_offset = float(p.blank_offset if blank_offset is None else blank_offset)
+        if not np.isfinite(blank_offset):
+            raise ValueError(f"blank_offset={blank_offset}: must be a finite number")
+        scores = offset_blank(np.asarray(log_probs, dtype=np.float32), blank_offset)
         hotwords = [w for w in map(normalize_text, hotwords) if w]
         weights = (float(p.alpha if alpha is None else alpha), float(p.beta if beta is None else beta),
                    float(p.unk_score_offset if unk_score_offset is None else unk_score_offset))
@@ -194,7 +216,7 @@ class BeamDecoder:
             self._searches += 1
         try:
             return self._decoder.decode_beams(
-                np.asarray(log_probs, dtype=np.float32), beam_width=beam_width or p.beam_width,
+                scores, beam_width=beam_width or p.beam_width,
                 beam_prune_logp=p.beam_prune_logp, token_min_logp=p.token_min_logp, prune_history=prune_history,
                 hotwords=hotwords or None, hotword_weight=hotword_weight)
         finally:
@@ -204,22 +226,27 @@ class BeamDecoder:
 
     def decode(self, log_probs: np.ndarray, frame_seconds: float, *, alpha: float | None = None,
                beta: float | None = None, beam_width: int | None = None, hotwords=(), hotword_weight: float = 10.0,
-               time_offset: float = 0.0, unk_score_offset: float | None = None) -> Decoded:
+               time_offset: float = 0.0, unk_score_offset: float | None = None,
+               blank_offset: float | None = None) -> Decoded:
         """The best transcript of (T, V) log-probs, with word times as in `greedy_decode`.
 
-        alpha, beta, beam_width, unk_score_offset override `params` for this call; `hotwords` (words
-        or phrases) get `hotword_weight` added to the score of any hypothesis that contains them.
+        alpha, beta, beam_width, unk_score_offset, blank_offset override `params` for this call;
+        `hotwords` (words or phrases) get `hotword_weight` added to the score of any hypothesis that
+        contains them. Word confidences come from the network's own log-probs, without the offset.
         """
         if len(log_probs) == 0:
             return Decoded("", ())
         text, _, word_frames, _, _ = self._search(log_probs, alpha, beta, beam_width, hotwords, hotword_weight,
-                                                  prune_history=True, unk_score_offset=unk_score_offset)[0]
+                                                  prune_history=True, unk_score_offset=unk_score_offset,
+                                                  blank_offset=blank_offset)[0]
         probs = np.exp(log_probs)
         return Decoded(text, tuple(_word(w, probs, s, e, frame_seconds, time_offset) for w, (s, e) in word_frames))
 
     def beams(self, log_probs: np.ndarray, top_k: int = 5, *, alpha: float | None = None, beta: float | None = None,
               beam_width: int | None = None, hotwords=(), hotword_weight: float = 10.0) -> list[Beam]:
-        """The top_k hypotheses, best first, with their acoustic and LM scores (a view for teaching)."""
+        """The top_k hypotheses, best first, with their acoustic and LM scores (a view for teaching).
+
+        The acoustic score is that of the log-probs the search saw: after `params.blank_offset`."""
         if len(log_probs) == 0:
             return []
         found = self._search(log_probs, alpha, beta, beam_width, hotwords, hotword_weight, prune_history=False)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from ds2.decoding import BeamDecoder, LMError, LMParams, greedy_decode, greedy_path
+from ds2.decoding import BeamDecoder, LMError, LMParams, greedy_decode, greedy_path, offset_blank
 from ds2.text import ALPHABET
 from train import lm as recipe
 
@@ -171,9 +171,9 @@ def test_from_dir_names_a_broken_lm_json(text, tmp_path):
 def test_tune_picks_the_alpha_that_fixes_the_error(arpa, tmp_path):
     (tmp_path / "lm.json").write_text(json.dumps({"lm": arpa.name, "unigrams": None}))
     items = [(AMBIGUOUS, "the cat"), (emissions("tthe__ _mmat__"), "the mat")]
-    alpha, beta, unk, table = recipe.tune(items, tmp_path, alphas=(0.0, 1.0), betas=(0.0,), beam_width=16)
-    assert (alpha, beta, unk) == (1.0, 0.0, -10.0)
-    assert table == [(0.0, 0.0, -10.0, 0.25), (1.0, 0.0, -10.0, 0.0)]
+    alpha, beta, unk, blank, table = recipe.tune(items, tmp_path, alphas=(0.0, 1.0), betas=(0.0,), beam_width=16)
+    assert (alpha, beta, unk, blank) == (1.0, 0.0, -10.0, 0.0)
+    assert table == [(0.0, 0.0, -10.0, 0.0, 0.25), (1.0, 0.0, -10.0, 0.0, 0.0)]
     assert json.loads((tmp_path / "lm.json").read_text())["alpha"] == 1.0
 
 
@@ -183,11 +183,54 @@ def test_tune_picks_the_unknown_word_penalty_that_fixes_the_error(arpa, tmp_path
     decoder = BeamDecoder.from_dir(tmp_path)
     assert decoder.decode(cot, FRAME, beam_width=16).text == "the cat"  # lm.json's default: -10
     assert decoder.decode(cot, FRAME, beam_width=16, unk_score_offset=0.0).text == "the cot"
-    alpha, beta, unk, table = recipe.tune([(cot, "the cot")], tmp_path, alphas=(0.2,), betas=(0.0,),
-                                          beam_width=16, unk_offsets=(-10.0, 0.0))
-    assert unk == 0.0 and [row[3] for row in table] == [0.5, 0.0]
+    alpha, beta, unk, blank, table = recipe.tune([(cot, "the cot")], tmp_path, alphas=(0.2,), betas=(0.0,),
+                                                 beam_width=16, unk_offsets=(-10.0, 0.0))
+    assert unk == 0.0 and [row[4] for row in table] == [0.5, 0.0]
     assert json.loads((tmp_path / "lm.json").read_text())["unk_score_offset"] == 0.0
     assert BeamDecoder.from_dir(tmp_path).decode(cot, FRAME, beam_width=16).text == "the cot"
+
+
+# "the c?t" again, but the network hedges the a with the blank: 0.55 blank, 0.4 a
+HEDGED = emissions([*"tthe_ _c", {"_": 0.55, "a": 0.4}, *"t__"])
+
+
+def test_offset_blank_lowers_the_blank_and_keeps_the_other_ratios():
+    lowered = offset_blank(HEDGED, -1.0)
+    assert offset_blank(HEDGED, 0.0) is HEDGED
+    np.testing.assert_allclose(np.logaddexp.reduce(lowered, axis=1), 0.0, atol=1e-5)  # still distributions
+    assert (lowered[:, IDS["_"]] < HEDGED[:, IDS["_"]]).all()
+    others = [i for i in range(len(ALPHABET)) if i != IDS["_"]]
+    np.testing.assert_allclose(lowered[:, others] - lowered[:, [IDS["a"]]], HEDGED[:, others] - HEDGED[:, [IDS["a"]]],
+                               atol=1e-5)
+    frame = 8  # the hedged frame: blank 0.55 * e^-1 against a 0.4
+    assert lowered[frame].argmax() == IDS["a"] and HEDGED[frame].argmax() == IDS["_"]
+
+
+def test_a_blank_offset_gives_back_a_letter_the_blank_hedged(tmp_path):
+    plain = BeamDecoder()
+    assert plain.decode(HEDGED, FRAME, beam_width=16).text == "the ct"
+    lowered = plain.decode(HEDGED, FRAME, beam_width=16, blank_offset=-1.0)
+    assert lowered.text == "the cat"
+    assert BeamDecoder(params=LMParams(blank_offset=-1.0)).decode(HEDGED, FRAME, beam_width=16) == lowered
+    cat = lowered.words[1]  # its confidence comes from the network's own probabilities, not the lowered ones
+    frames = np.exp(HEDGED)[round(cat.start / FRAME):round(cat.end / FRAME)][:, [IDS[c] for c in "_cat"]]
+    assert cat.confidence == pytest.approx(frames.max(axis=1).mean())
+    with pytest.raises(ValueError, match="blank_offset=nan"):
+        plain.decode(HEDGED, FRAME, blank_offset=float("nan"))
+    with pytest.raises(ValueError, match="blank_offset=inf"):
+        LMParams(blank_offset=float("inf"))
+    (tmp_path / "lm.json").write_text('{"lm": "lm.bin", "blank_offset": NaN}')
+    with pytest.raises(LMError, match="blank_offset=nan"):
+        BeamDecoder.from_dir(tmp_path)
+
+
+def test_tune_picks_the_blank_offset_that_fixes_the_error(arpa, tmp_path):
+    (tmp_path / "lm.json").write_text(json.dumps({"lm": arpa.name, "unigrams": None, "alpha": 0.0}))
+    alpha, beta, unk, blank, table = recipe.tune([(HEDGED, "the cat")], tmp_path, alphas=(0.0,), betas=(0.0,),
+                                                 beam_width=16, blank_offsets=(0.0, -1.0))
+    assert blank == -1.0 and [row[3:] for row in table] == [(0.0, 0.5), (-1.0, 0.0)]
+    assert json.loads((tmp_path / "lm.json").read_text())["blank_offset"] == -1.0
+    assert BeamDecoder.from_dir(tmp_path).decode(HEDGED, FRAME, beam_width=16).text == "the cat"
 
 
 def test_beam_sweep_keeps_the_fastest_setting_within_the_tolerance(arpa, tmp_path):
@@ -280,11 +323,13 @@ def test_tune_can_leave_out_dev_utterances_the_lm_has_read(arpa, tiny_text, tmp_
     np.savez(tmp_path / "dev.npz", refs=np.array([read, "the cat"]), lp_0=emissions(read), lp_1=AMBIGUOUS)
     recipe.main(["tune", "--emissions", str(tmp_path / "dev.npz"), "--lm-dir", str(tmp_path), "--alphas", "1",
                  "--betas", "0", "--beam-width", "8", "--leave-out-overlap", str(tiny_text),
-                 "--unk-offsets", "-10", "-3"])
+                 "--unk-offsets", "-10", "-3", "--blank-offsets", "0", "-0.5"])
     out = capsys.readouterr().out
     assert "left out 1 of 2 utterances" in out
-    assert out.count("unk -10.0") == 1 and out.count("unk  -3.0") == 1  # every grid point is printed
-    assert "best: alpha 1.0 beta 0.0 unk_score_offset -10.0" in out  # equal WERs: the first point wins
+    assert out.count("unk -10.0") == 2 and out.count("unk  -3.0") == 2  # every grid point is printed
+    assert out.count("blank  0.00") == 2 and out.count("blank -0.50") == 2
+    # equal WERs: the first point wins
+    assert "best: alpha 1.0 beta 0.0 unk_score_offset -10.0 blank_offset 0.0" in out
     assert json.loads((tmp_path / "lm.json").read_text())["tuned_utterances"] == 1
 
 
@@ -300,6 +345,17 @@ def test_tune_and_beams_refuse_missing_inputs_before_any_work(command, tmp_path,
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert named in err and "Traceback" not in err
+
+
+def test_tune_refuses_a_blank_offset_that_is_not_a_number(tmp_path, capsys):
+    (tmp_path / "lm.json").write_text(json.dumps({"lm": "lm.bin"}))
+    np.savez(tmp_path / "dev.npz", refs=np.array(["the cat"]), lp_0=AMBIGUOUS)
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main(["tune", "--emissions", str(tmp_path / "dev.npz"), "--lm-dir", str(tmp_path),
+                     "--blank-offsets", "0", "nan"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--blank-offsets 0.0 nan: give finite numbers" in err and "Traceback" not in err
 
 
 def test_build_runs_lmplz_on_a_tiny_corpus(kenlm_bin, tiny_text, tmp_path):

@@ -15,8 +15,10 @@ Pass training manifests only: an LM that has read the test transcripts makes tes
 
 `tune` grid-searches alpha (LM weight) and beta (word bonus) for corpus-level WER on dev-set
 emissions (an .npz with arrays lp_0, lp_1, ... of (T, V) log-probs and `refs`, their transcripts)
-and writes the best pair into lm.json. `beams` then times beam widths and pyctcdecode's pruning
-thresholds at that alpha/beta and keeps the fastest setting within a WER tolerance of the best.
+and writes the best pair into lm.json (with --unk-offsets and --blank-offsets, the penalty for
+out-of-vocabulary words and the offset on the blank's log-prob join the grid). `beams` then times
+beam widths and pyctcdecode's pruning thresholds at that alpha/beta and keeps the fastest setting
+within a WER tolerance of the best.
 
 `overlap` checks that the LM has not read the test sentences some other way: LibriSpeech speakers
 read public-domain books, and the book text may hold what a test speaker read. It counts the
@@ -29,6 +31,7 @@ import argparse
 import itertools
 import json
 import lzma
+import math
 import multiprocessing
 import re
 import shutil
@@ -254,25 +257,29 @@ _GRID = {}  # the decoder and items for the tuning workers, set before they fork
 
 
 def _grid_point(point):
-    alpha, beta, unk = point
+    alpha, beta, unk, blank = point
     decoder, items, beam_width = _GRID["decoder"], _GRID["items"], _GRID["beam_width"]
-    hyps = [decoder.decode(lp, 1.0, alpha=alpha, beta=beta, beam_width=beam_width, unk_score_offset=unk).text
+    hyps = [decoder.decode(lp, 1.0, alpha=alpha, beta=beta, beam_width=beam_width, unk_score_offset=unk,
+                           blank_offset=blank).text
             for lp, _ in items]
-    return alpha, beta, unk, wer_cer(zip((ref for _, ref in items), hyps))[0]
+    return alpha, beta, unk, blank, wer_cer(zip((ref for _, ref in items), hyps))[0]
 
 
 def tune(items, lm_dir, alphas=(0.3, 0.5, 0.8, 1.2, 1.6), betas=(0.0, 1.0, 2.0, 3.0), beam_width=64, jobs=1,
-         unk_offsets=(None,)):
-    """Grid-search alpha, beta (and the log10 penalty for out-of-vocabulary words, unk_score_offset;
-    None keeps lm.json's) for corpus WER on items [(log_probs (T, V), reference text)].
+         unk_offsets=(None,), blank_offsets=(None,)):
+    """Grid-search alpha, beta (and the log10 penalty for out-of-vocabulary words, unk_score_offset,
+    and the offset on the blank's log-prob, blank_offset; None keeps lm.json's) for corpus WER on
+    items [(log_probs (T, V), reference text)].
 
-    Writes the best point into lm_dir/lm.json and returns (alpha, beta, unk, [(alpha, beta, unk, wer), ...]).
+    Writes the best point into lm_dir/lm.json and returns
+    (alpha, beta, unk, blank, [(alpha, beta, unk, blank, wer), ...]); equal WERs: the first point wins.
     """
     items = list(items)
     decoder = BeamDecoder.from_dir(lm_dir)
     unk_offsets = [decoder.params.unk_score_offset if u is None else float(u) for u in unk_offsets]
+    blank_offsets = [decoder.params.blank_offset if b is None else float(b) for b in blank_offsets]
     _GRID.update(decoder=decoder, items=items, beam_width=beam_width)
-    grid = list(itertools.product(alphas, betas, unk_offsets))
+    grid = list(itertools.product(alphas, betas, unk_offsets, blank_offsets))
     try:
         if jobs > 1:
             with multiprocessing.get_context("fork").Pool(jobs) as pool:
@@ -281,10 +288,10 @@ def tune(items, lm_dir, alphas=(0.3, 0.5, 0.8, 1.2, 1.6), betas=(0.0, 1.0, 2.0, 
             table = list(map(_grid_point, grid))
     finally:
         _GRID.clear()
-    alpha, beta, unk, wer = min(table, key=lambda row: row[3])
-    update_lm_json(lm_dir, alpha=alpha, beta=beta, unk_score_offset=unk, tuned_wer=round(wer, 4),
-                   tuned_utterances=len(items))
-    return alpha, beta, unk, table
+    alpha, beta, unk, blank, wer = min(table, key=lambda row: row[4])
+    update_lm_json(lm_dir, alpha=alpha, beta=beta, unk_score_offset=unk, blank_offset=blank,
+                   tuned_wer=round(wer, 4), tuned_utterances=len(items))
+    return alpha, beta, unk, blank, table
 
 
 def sweep_beams(items, lm_dir, widths=(8, 16, 24, 32, 48, 64), prune_logps=(-10.0, -6.0),
@@ -340,6 +347,9 @@ def main(argv=None) -> None:
     p.add_argument("--betas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
     p.add_argument("--unk-offsets", type=float, nargs="+", default=[None],
                    help="log10 penalties for a word the LM does not know (default: lm.json's, else -10)")
+    p.add_argument("--blank-offsets", type=float, nargs="+", default=[None],
+                   help="offsets added to the blank's log-prob before the search, e.g. 0 -1 -2 "
+                        "(default: lm.json's, else 0)")
     p.add_argument("--beam-width", type=int, default=64, help="beam width for the alpha/beta grid")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--leave-out-overlap", metavar="TEXT_DIR", help="leave out the dev utterances that share an "
@@ -365,6 +375,8 @@ def main(argv=None) -> None:
         if not (Path(args.lm_dir) / "lm.json").is_file():
             parser.error(f"--lm-dir {args.lm_dir}: no lm.json there (give a folder that python -m train.lm build "
                          "wrote, or a copy of assets/lm: the best point is written into its lm.json)")
+    if args.command == "tune" and not all(math.isfinite(b) for b in args.blank_offsets if b is not None):
+        parser.error(f"--blank-offsets {' '.join(map(str, args.blank_offsets))}: give finite numbers")
     if args.command == "overlap":
         for r in overlap(args.check, args.text, args.manifest, args.n):
             print(f"{r['manifest']}: {r['sharing']} of {r['long_enough']} transcripts of {args.n}+ words share "
@@ -388,11 +400,12 @@ def main(argv=None) -> None:
             items = [item for item, w in zip(items, words) if not found.intersection(ngrams(w, OVERLAP_WORDS))]
             print(f"left out {len(words) - len(items)} of {len(words)} utterances that share an {OVERLAP_WORDS}-gram "
                   "with the books")
-        alpha, beta, unk, table = tune(items, args.lm_dir, args.alphas, args.betas, args.beam_width, args.jobs,
-                                  args.unk_offsets)
-        for a, b, u, wer in table:
-            print(f"alpha {a:4.2f}  beta {b:4.2f}  unk {u:5.1f}  WER {wer:6.2%}")
-        print(f"best: alpha {alpha} beta {beta} unk_score_offset {unk}, written to {Path(args.lm_dir) / 'lm.json'}")
+        alpha, beta, unk, blank, table = tune(items, args.lm_dir, args.alphas, args.betas, args.beam_width,
+                                              args.jobs, args.unk_offsets, args.blank_offsets)
+        for a, b, u, k, wer in table:
+            print(f"alpha {a:4.2f}  beta {b:4.2f}  unk {u:5.1f}  blank {k:5.2f}  WER {wer:6.2%}")
+        print(f"best: alpha {alpha} beta {beta} unk_score_offset {unk} blank_offset {blank}, "
+              f"written to {Path(args.lm_dir) / 'lm.json'}")
 
 
 if __name__ == "__main__":
