@@ -59,6 +59,14 @@ class LMError(ValueError):
     """An LM folder whose lm.json cannot be read."""
 
 
+def _finite_blank_offset(value) -> float:
+    """`value` as a float; a ValueError unless it is a finite number."""
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"blank_offset={value}: must be a finite number")
+    return value
+
+
 @dataclass(frozen=True)
 class LMParams:
     alpha: float = 0.5  # weight of the LM log-probability
@@ -70,8 +78,7 @@ class LMParams:
     blank_offset: float = 0.0  # added to the blank's log-prob in each frame before the search
 
     def __post_init__(self):
-        if not np.isfinite(self.blank_offset):
-            raise ValueError(f"blank_offset={self.blank_offset}: must be a finite number")
+        _finite_blank_offset(self.blank_offset)
 
 
 def offset_blank(log_probs: np.ndarray, offset: float) -> np.ndarray:
@@ -198,9 +205,7 @@ class BeamDecoder:
     def _search(self, log_probs, alpha, beta, beam_width, hotwords, hotword_weight, prune_history,
                 unk_score_offset=None, blank_offset=None):
         p = self.params
-        blank_offset = float(p.blank_offset if blank_offset is None else blank_offset)
-        if not np.isfinite(blank_offset):
-            raise ValueError(f"blank_offset={blank_offset}: must be a finite number")
+        blank_offset = _finite_blank_offset(p.blank_offset if blank_offset is None else blank_offset)
         scores = offset_blank(np.asarray(log_probs, dtype=np.float32), blank_offset)
         hotwords = [w for w in map(normalize_text, hotwords) if w]
         weights = (float(p.alpha if alpha is None else alpha), float(p.beta if beta is None else beta),
