@@ -13,6 +13,7 @@ import argparse
 import atexit
 import difflib
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -445,6 +446,14 @@ def run_cli(transcriber: Transcriber) -> int:
     return 0
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (`kill`, `docker stop`, systemd) stop the app as Ctrl+C does, so that the exit
+    handlers run and the app's folder of transcript downloads is removed, not left in the temp folder."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Deep Speech 2 demo: Gradio app or terminal microphone")
     parser.add_argument("--model", help="model folder (default: the bundled model in assets/models)")
@@ -455,6 +464,7 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", default=str(SAMPLES), help="folder with samples.jsonl and the example clips")
     parser.add_argument("--cli", action="store_true", help="transcribe the default microphone in the terminal")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     try:
         transcriber = Transcriber(args.model, lm=args.lm)
     except (CheckpointError, LMError, FileNotFoundError) as e:

@@ -87,16 +87,19 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def demo_server(model_dir, samples_dir, workdir: Path, start_timeout_s: float = 90):
-    """demo.py (LM none) in a subprocess on a free 127.0.0.1 port, with its log (workdir/demo.log) and
-    Gradio cache in `workdir`; yields (url, process) once the page answers, and stops it afterwards."""
-    port, log = free_port(), workdir / "demo.log"
+    """demo.py (LM none) in a subprocess on a free 127.0.0.1 port, with its log (workdir/demo.log),
+    Gradio cache and temp folder in `workdir`; yields (url, process) once the page answers, and stops
+    it afterwards with SIGTERM, as a service manager would: after a body that passed, the server must
+    then exit 0 by itself and leave its temp folder empty (the downloads folder removed)."""
+    port, log, tmp = free_port(), workdir / "demo.log", workdir / "tmp"
+    tmp.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(workdir / "gradio")}
+           "GRADIO_TEMP_DIR": str(workdir / "gradio"), "TMPDIR": str(tmp)}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "demo.py", "--model", str(model_dir), "--lm", "none",
                                  "--samples", str(samples_dir), "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    url, passed = f"http://127.0.0.1:{port}/", False
     deadline = time.monotonic() + start_timeout_s
     try:
         while True:
@@ -108,6 +111,7 @@ def demo_server(model_dir, samples_dir, workdir: Path, start_timeout_s: float = 
                     pytest.fail(f"demo.py did not start:\n{log.read_text()[-3000:]}")
                 time.sleep(0.5)
         yield url, proc
+        passed = True
     finally:
         proc.terminate()
         try:
@@ -115,3 +119,6 @@ def demo_server(model_dir, samples_dir, workdir: Path, start_timeout_s: float = 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if passed:
+        assert proc.returncode == 0, f"demo.py exited {proc.returncode} on SIGTERM:\n{log.read_text()[-3000:]}"
+        assert not list(tmp.iterdir()), f"demo.py left {[p.name for p in tmp.iterdir()]} in its temp folder"
