@@ -27,7 +27,7 @@ import numpy as np
 from ds2.audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
 from ds2.checkpoint import CheckpointError
 from ds2.data import read_manifest
-from ds2.decoding import LMError, Word, greedy_path
+from ds2.decoding import LMError, Word, greedy_path, hotword_list
 from ds2 import transcripts
 from ds2.text import ALPHABET, BLANK_ID, SPACE_ID, wer_cer
 from ds2.transcriber import Result, StreamingSession, Transcriber
@@ -49,15 +49,24 @@ CSS = ".mono textarea { font-family: ui-monospace, monospace; }"
 
 
 # --- files ---
-def transcribe_file(transcriber: Transcriber, path, progress=None):
+def transcribe_file(transcriber: Transcriber, path, progress=None, hotwords=()):
     """A path -> ((samples,) 16 kHz waveform, Result); AudioError says why audio is unusable."""
     if not path:
         raise AudioError("no audio yet: upload a file or record one first")
     wave = load_audio(path, max_seconds=MAX_SECONDS, name=Path(path).name)
-    return wave, transcriber.transcribe(wave, SAMPLE_RATE, progress=progress)
+    return wave, transcriber.transcribe(wave, SAMPLE_RATE, progress=progress, hotwords=hotwords)
 
 
-def describe(wave: np.ndarray, result, reference: str = "") -> str:
+def read_hotwords(text: str | None) -> tuple[list[str], str]:
+    """The hotwords box (words or phrases, comma- or line-separated) -> (usable ones, a note naming
+    those that cannot be searched for: nothing of them is left after normalising to a-z and ')."""
+    given = [w.strip() for w in (text or "").replace("\n", ",").split(",") if w.strip()]
+    ignored = [w for w in given if not hotword_list(w)]
+    note = f"⚠️ Not used as hotwords (no letters a-z in them): {', '.join(map(repr, ignored))}." if ignored else ""
+    return [w for w in given if hotword_list(w)], note
+
+
+def describe(wave: np.ndarray, result, reference: str = "", note: str = "") -> str:
     """A Markdown line about the result: WER against a reference, clipping, nothing heard."""
     notes = [f"{result.duration:.1f} s of audio, transcribed in {sum(result.timings.values()):.2f} s."]
     if reference.strip():
@@ -69,7 +78,7 @@ def describe(wave: np.ndarray, result, reference: str = "") -> str:
                      "record with a lower input level.")
     if not (result.greedy or result.lm):
         notes.append("No speech was recognised.")
-    return " ".join(notes)
+    return " ".join(notes + [note] if note else notes)
 
 
 def word_rows(words) -> list[list]:
@@ -121,9 +130,10 @@ class Recording:
         return speech if speech.size else None
 
 
-def start_microphone(transcriber: Transcriber) -> tuple:
-    """A new recording starts clean -> (recording, greedy, LM, message)."""
-    return Recording(transcriber.stream()), "", "", ""
+def start_microphone(transcriber: Transcriber, hotwords: str = "") -> tuple:
+    """A new recording starts clean, favouring the hotwords box's words -> (recording, greedy, LM, message)."""
+    usable, note = read_hotwords(hotwords)
+    return Recording(transcriber.stream(hotwords=usable)), "", "", note
 
 
 def feed_microphone(transcriber: Transcriber, recording: Recording | None, chunk):
@@ -160,15 +170,17 @@ class Lesson:
     """The last utterance, kept so that re-decoding never runs the network again."""
     wave: np.ndarray  # (samples,) 16 kHz
     result: Result  # with its emissions
+    hotwords: tuple = ()  # those its LM text was decoded with, so that re-decoding uses them too
 
 
-def make_lesson(transcriber: Transcriber, wave: np.ndarray, result) -> Lesson:
+def make_lesson(transcriber: Transcriber, wave: np.ndarray, result, hotwords=()) -> Lesson:
     """The first LESSON_SECONDS of a transcribed file, cut from its emissions."""
+    hotwords = tuple(hotwords)
     if result.duration <= LESSON_SECONDS:
-        return Lesson(wave, result)
+        return Lesson(wave, result, hotwords)
     frames = int(LESSON_SECONDS / result.frame_seconds)
-    cut = transcriber.decode(result.emissions[:frames], LESSON_SECONDS)
-    return Lesson(wave[:int(LESSON_SECONDS * SAMPLE_RATE)], cut)
+    cut = transcriber.decode(result.emissions[:frames], LESSON_SECONDS, hotwords=hotwords)
+    return Lesson(wave[:int(LESSON_SECONDS * SAMPLE_RATE)], cut, hotwords)
 
 
 def recording_lesson(transcriber: Transcriber, recording: Recording | None) -> Lesson | None:
@@ -177,8 +189,10 @@ def recording_lesson(transcriber: Transcriber, recording: Recording | None) -> L
         return None
     with recording.lock:
         wave = recording.last_utterance()
+    hotwords = tuple(recording.session.beam_options["hotwords"])
     try:
-        return None if wave is None else Lesson(wave, transcriber.transcribe(wave, SAMPLE_RATE))
+        return None if wave is None else Lesson(wave, transcriber.transcribe(wave, SAMPLE_RATE, hotwords=hotwords),
+                                                hotwords)
     except AudioError:  # a last utterance too short to transcribe on its own: nothing to explain
         return None
 
@@ -241,7 +255,7 @@ def teach(transcriber: Transcriber, lesson: Lesson | None, alpha: float, beta: f
     top beams as rows, LM changes as highlighted spans); no network run."""
     if lesson is None:
         return None, "Transcribe something first: this view explains the last utterance.", [], []
-    options = dict(alpha=alpha, beta=beta, beam_width=int(beam_width))
+    options = dict(alpha=alpha, beta=beta, beam_width=int(beam_width), hotwords=lesson.hotwords)
     r = transcriber.decode(lesson.result.emissions, lesson.result.duration, **options)
     beams = transcriber.beam.beams(r.emissions, TOP_BEAMS, **options)
     rows = [[b.text, round(b.acoustic_score, 2), round(b.lm_score, 2), round(b.total_score, 2)] for b in beams]
@@ -272,17 +286,19 @@ def model_card(transcriber: Transcriber) -> str:
 
 # --- the handlers, one per event; each returns its outputs in the order the app wires them ---
 def file_view(transcriber: Transcriber, exports: Path, path, reference: str, alpha: float, beta: float,
-              beam_width: int, progress=None) -> tuple:
-    """Transcribe a file -> (greedy, LM, message, greedy word rows, LM word rows, download paths,
-    lesson, *teaching view); unusable audio gives a message and empty outputs."""
+              beam_width: int, hotwords: str = "", progress=None) -> tuple:
+    """Transcribe a file, favouring the hotwords box's words -> (greedy, LM, message, greedy word rows,
+    LM word rows, download paths, lesson, *teaching view); unusable audio gives a message and empty
+    outputs."""
+    usable, note = read_hotwords(hotwords)
     try:
-        wave, r = transcribe_file(transcriber, path, progress)
+        wave, r = transcribe_file(transcriber, path, progress, usable)
     except AudioError as e:  # the message names the file, not the server's temp folder
         message = f"⚠️ {str(e).replace(str(path), Path(path).name) if path else e}"
         return "", "", message, [], [], None, None, *teach(transcriber, None, alpha, beta, beam_width)
-    lesson = make_lesson(transcriber, wave, r)
+    lesson = make_lesson(transcriber, wave, r, usable)
     files = export(r, Path(path).stem, exports)
-    return (r.greedy, r.lm, describe(wave, r, reference), word_rows(r.greedy_words), word_rows(r.words), files,
+    return (r.greedy, r.lm, describe(wave, r, reference, note), word_rows(r.greedy_words), word_rows(r.words), files,
             lesson, *teach(transcriber, lesson, alpha, beta, beam_width))
 
 
@@ -294,16 +310,16 @@ def recording_view(transcriber: Transcriber, recording: Recording | None, alpha:
 
 
 # --- the app ---
-def build_app(transcriber: Transcriber, samples_dir=SAMPLES):
-    """The Blocks app, queued; launch it with launch(app)."""
+def build_app(transcriber: Transcriber, samples_dir=SAMPLES, hotwords=()):
+    """The Blocks app, queued, its hotwords box holding `hotwords`; launch it with launch(app)."""
     import gradio as gr
     samples, exports = read_samples(samples_dir), Path(tempfile.mkdtemp(prefix="ds2-demo-"))
     atexit.register(shutil.rmtree, exports, ignore_errors=True)
     p = transcriber.beam.params
 
-    def on_file(path, reference, alpha, beta, width, progress=gr.Progress()):
+    def on_file(path, reference, alpha, beta, width, hotwords, progress=gr.Progress()):
         report = lambda done, total: progress(done / total, desc=f"segment {done} of {total}")
-        return file_view(transcriber, exports, path, reference, alpha, beta, width, report)
+        return file_view(transcriber, exports, path, reference, alpha, beta, width, hotwords, report)
 
     with gr.Blocks(title="Deep Speech 2", delete_cache=(600, 3600)) as app:
         recording, lesson = gr.State(None), gr.State(None)
@@ -324,6 +340,10 @@ def build_app(transcriber: Transcriber, samples_dir=SAMPLES):
                             [[s["audio"], s["text"]] for s in samples], [audio_file, reference],
                             example_labels=[s["text"] for s in samples], label="Examples, with their reference text",
                         ) if samples else None
+                    hotwords = gr.Textbox(label="Hotwords (optional): names or terms to favour in the LM text, "
+                                          "comma-separated; used from the next recording or transcription",
+                                          value=", ".join(hotwords), placeholder="e.g. Knollys, Manderson",
+                                          elem_id="hotwords-input")
                 with gr.Column(scale=3):
                     message = gr.Markdown(elem_id="message")
                     with gr.Row():
@@ -360,13 +380,14 @@ def build_app(transcriber: Transcriber, samples_dir=SAMPLES):
 
         teaching = [figure, steps, beams, changes]
         file_outputs = [greedy, lm, message, greedy_words, lm_words, downloads, lesson, *teaching]
-        file_inputs = [audio_file, reference, alpha, beta, width]
+        file_inputs = [audio_file, reference, alpha, beta, width, hotwords]  # new inputs go last: API clients
         button.click(on_file, file_inputs, file_outputs, api_name="transcribe")  # the file endpoint for clients
         for event in (audio_file.upload, audio_file.stop_recording):
             event(lambda: "", None, reference).then(on_file, file_inputs, file_outputs)
         if examples:
             examples.load_input_event.then(on_file, file_inputs, file_outputs)
-        mic.start_recording(lambda: start_microphone(transcriber), None, [recording, greedy, lm, message])
+        mic.start_recording(lambda words: start_microphone(transcriber, words), hotwords,
+                            [recording, greedy, lm, message])
         mic.stream(lambda chunk, rec: feed_microphone(transcriber, rec, chunk), [mic, recording],
                    [recording, greedy, lm], stream_every=STREAM_EVERY_SECONDS, concurrency_limit=LIVE_SESSIONS,
                    show_progress="hidden")
@@ -415,11 +436,11 @@ def open_microphone(on_chunk):
     return stream, rate
 
 
-def run_cli(transcriber: Transcriber) -> int:
+def run_cli(transcriber: Transcriber, hotwords=()) -> int:
     """Print a partial line (greedy | LM) while you speak and a greedy + LM pair for each segment."""
     import queue
     import shutil
-    chunks, session, printed = queue.Queue(), transcriber.stream(), 0
+    chunks, session, printed = queue.Queue(), transcriber.stream(hotwords=hotwords), 0
     stream, rate = open_microphone(chunks.put)
 
     def show(state):
@@ -463,7 +484,13 @@ def main(argv=None) -> int:
     parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     parser.add_argument("--samples", default=str(SAMPLES), help="folder with samples.jsonl and the example clips")
     parser.add_argument("--cli", action="store_true", help="transcribe the default microphone in the terminal")
+    parser.add_argument("--hotword", action="append", default=[], metavar="WORD",
+                        help="a word or phrase for the LM text to favour, e.g. a name (repeat for more; in the app, "
+                        "the hotwords box starts with them)")
     args = parser.parse_args(argv)
+    unusable = [w for w in args.hotword if not hotword_list(w) or "," in w]
+    if unusable:
+        parser.error(f"--hotword {unusable[0]!r}: give one word or phrase of letters a-z per --hotword")
     stop_on_sigterm()
     try:
         transcriber = Transcriber(args.model, lm=args.lm)
@@ -474,10 +501,10 @@ def main(argv=None) -> int:
         launch(notice_app(str(e)), args.host, args.port, args.share)
         return 0
     if args.cli:
-        return run_cli(transcriber)
+        return run_cli(transcriber, args.hotword)
     # The live view's fast network (int8) is made once, here while the page loads, not at the first recording.
     threading.Thread(target=transcriber.partial_model, name="ds2-partial-model", daemon=True).start()
-    launch(build_app(transcriber, args.samples), args.host, args.port, args.share, args.samples)
+    launch(build_app(transcriber, args.samples, args.hotword), args.host, args.port, args.share, args.samples)
     return 0
 
 

@@ -1,8 +1,9 @@
 """The command line: a thin layer over ds2.Transcriber.
 
     python -m ds2 transcribe FILE...|- [--model DIR] [--lm DIR|none] [--json] [--output-dir DIR [--output-format srt,vtt]]
+        [--hotword WORD]... [--hotword-weight W]
     python -m ds2 evaluate MANIFEST [--model DIR] [--lm DIR|none] [--save-emissions FILE.npz] [--sample-rate HZ]
-        [--start-ms MS]
+        [--start-ms MS] [--hotword WORD]... [--hotword-weight W]
 """
 
 import argparse
@@ -15,7 +16,7 @@ import numpy as np
 from .audio import AudioError, start_samples
 from .checkpoint import CheckpointError
 from .data import ManifestError, read_manifest
-from .decoding import LMError
+from .decoding import HOTWORD_WEIGHT, LMError, finite, hotword_list
 from .evaluation import evaluate as evaluate_entries
 from .transcripts import FORMATS, word_dicts
 from .transcripts import write as write_transcripts
@@ -56,12 +57,23 @@ def _output_formats(text: str) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
+def _finite_weight(text: str) -> float:
+    try:
+        return finite("--hotword-weight", text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number, e.g. 10") from None
+
+
+def _beam_options(args) -> dict:
+    return dict(hotwords=args.hotword, hotword_weight=args.hotword_weight) if args.hotword else {}
+
+
 def transcribe(args) -> int:
     transcriber = _transcriber(args)
     failed = 0
     sources = [sys.stdin.buffer.read() if path == "-" else path for path in args.files]  # "-": audio piped in
     names = ["stdin" if path == "-" else path for path in args.files]
-    for path, (_, r) in zip(args.files, transcriber.transcribe_many(sources, names=names)):
+    for path, (_, r) in zip(args.files, transcriber.transcribe_many(sources, names=names, **_beam_options(args))):
         if isinstance(r, AudioError):
             failed += 1
             if args.json:
@@ -84,7 +96,7 @@ def transcribe(args) -> int:
 def evaluate(args) -> int:
     report = evaluate_entries(_transcriber(args), read_manifest(args.manifest), beam=not args.greedy_only,
                               keep_emissions=bool(args.save_emissions), verbose=args.verbose,
-                              sample_rate=args.sample_rate, start_ms=args.start_ms)
+                              sample_rate=args.sample_rate, start_ms=args.start_ms, **_beam_options(args))
     if args.save_emissions:
         arrays = {f"lp_{i}": e for i, e in enumerate(report.pop("emissions"))}
         np.savez_compressed(args.save_emissions, refs=np.array(report.pop("refs")), **arrays)
@@ -108,6 +120,11 @@ def main(argv=None) -> int:
         p.add_argument("--model", help="model folder (default: the bundled model in assets/models)")
         p.add_argument("--lm", help="LM folder, or 'none' for no LM (default: the bundled LM in assets/lm)")
         p.add_argument("--json", action="store_true", help="JSON output, one object per line")
+        p.add_argument("--hotword", action="append", default=[], metavar="WORD",
+                       help="a word or phrase the beam search should favour, e.g. a name in the recording "
+                       "(repeat for more; the greedy text is not changed)")
+        p.add_argument("--hotword-weight", type=_finite_weight, default=HOTWORD_WEIGHT, metavar="W",
+                       help=f"score bonus of a hotword (default: {HOTWORD_WEIGHT:g})")
     sub.choices["transcribe"].add_argument("files", nargs="+", metavar="FILE", help="audio files; - reads one from stdin")
     sub.choices["transcribe"].add_argument("-o", "--output-dir", metavar="DIR",
                                            help="also write each transcript as DIR/NAME.txt, .srt, .vtt and .json")
@@ -129,6 +146,9 @@ def main(argv=None) -> int:
             start_samples(args.start_ms)
         except ValueError as e:
             parser.error(str(e))
+    dropped = [w for w in args.hotword if not hotword_list(w)]
+    if dropped:
+        parser.error(f"--hotword {dropped[0]!r}: nothing left after normalising to the letters a-z and '")
     if args.command == "transcribe" and args.files.count("-") > 1:
         parser.error("stdin (-) can be read only once")
     if args.command == "transcribe" and args.output_dir:

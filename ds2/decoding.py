@@ -25,6 +25,7 @@ from pyctcdecode.language_model import _prepare_unigram_set
 from .text import ALPHABET, BLANK_ID, SPACE_ID, encode, normalize_text
 
 LABELS = ["" if i == BLANK_ID else c for i, c in enumerate(ALPHABET)]  # pyctcdecode's blank is ""
+HOTWORD_WEIGHT = 10.0  # pyctcdecode's default bonus for a hotword
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,18 @@ class LMError(ValueError):
     """An LM folder whose lm.json cannot be read."""
 
 
-def _finite_blank_offset(value) -> float:
-    """`value` as a float; a ValueError unless it is a finite number."""
+def finite(name: str, value) -> float:
+    """`value` as a float; a ValueError naming `name` unless it is a finite number."""
     value = float(value)
     if not np.isfinite(value):
-        raise ValueError(f"blank_offset={value}: must be a finite number")
+        raise ValueError(f"{name}={value}: must be a finite number")
     return value
+
+
+def hotword_list(hotwords) -> list[str]:
+    """Words or phrases to favour, normalised to the alphabet; those with nothing left are dropped.
+    One string is one hotword (not its letters)."""
+    return [w for w in map(normalize_text, [hotwords] if isinstance(hotwords, str) else hotwords) if w]
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class LMParams:
     blank_offset: float = 0.0  # added to the blank's log-prob in each frame before the search
 
     def __post_init__(self):
-        _finite_blank_offset(self.blank_offset)
+        finite("blank_offset", self.blank_offset)
 
 
 def offset_blank(log_probs: np.ndarray, offset: float) -> np.ndarray:
@@ -205,9 +212,9 @@ class BeamDecoder:
     def _search(self, log_probs, alpha, beta, beam_width, hotwords, hotword_weight, prune_history,
                 unk_score_offset=None, blank_offset=None):
         p = self.params
-        blank_offset = _finite_blank_offset(p.blank_offset if blank_offset is None else blank_offset)
+        blank_offset = finite("blank_offset", p.blank_offset if blank_offset is None else blank_offset)
         scores = offset_blank(np.asarray(log_probs, dtype=np.float32), blank_offset)
-        hotwords = [w for w in map(normalize_text, hotwords) if w]
+        hotwords, hotword_weight = hotword_list(hotwords), finite("hotword_weight", hotword_weight)
         weights = (float(p.alpha if alpha is None else alpha), float(p.beta if beta is None else beta),
                    float(p.unk_score_offset if unk_score_offset is None else unk_score_offset))
         with self._turn:
@@ -230,14 +237,16 @@ class BeamDecoder:
                 self._turn.notify_all()
 
     def decode(self, log_probs: np.ndarray, frame_seconds: float, *, alpha: float | None = None,
-               beta: float | None = None, beam_width: int | None = None, hotwords=(), hotword_weight: float = 10.0,
-               time_offset: float = 0.0, unk_score_offset: float | None = None,
-               blank_offset: float | None = None) -> Decoded:
+               beta: float | None = None, beam_width: int | None = None, hotwords=(),
+               hotword_weight: float = HOTWORD_WEIGHT, time_offset: float = 0.0,
+               unk_score_offset: float | None = None, blank_offset: float | None = None) -> Decoded:
         """The best transcript of (T, V) log-probs, with word times as in `greedy_decode`.
 
         alpha, beta, beam_width, unk_score_offset, blank_offset override `params` for this call;
-        `hotwords` (words or phrases) get `hotword_weight` added to the score of any hypothesis that
-        contains them. Word confidences come from the network's own log-probs, without the offset.
+        `hotwords` (words or phrases, e.g. the names in a recording; one string is one hotword) get
+        `hotword_weight` added to the score of any hypothesis that contains them, and their prefixes a
+        share of it, so that the search keeps them even where the LM has never seen them. Word
+        confidences come from the network's own log-probs, without the offset.
         """
         if len(log_probs) == 0:
             return Decoded("", ())
@@ -248,7 +257,7 @@ class BeamDecoder:
         return Decoded(text, tuple(_word(w, probs, s, e, frame_seconds, time_offset) for w, (s, e) in word_frames))
 
     def beams(self, log_probs: np.ndarray, top_k: int = 5, *, alpha: float | None = None, beta: float | None = None,
-              beam_width: int | None = None, hotwords=(), hotword_weight: float = 10.0) -> list[Beam]:
+              beam_width: int | None = None, hotwords=(), hotword_weight: float = HOTWORD_WEIGHT) -> list[Beam]:
         """The top_k hypotheses, best first, with their acoustic and LM scores (a view for teaching).
 
         The acoustic score is that of the log-probs the search saw: after `params.blank_offset`."""

@@ -44,18 +44,19 @@ def _rewritten(paths, drop: int, sample_rate: int | None):
 
 
 def evaluate(transcriber, entries: list[dict], beam: bool = True, keep_emissions: bool = False,
-             verbose: bool = False, sample_rate: int | None = None, start_ms: float = 0.0) -> dict:
+             verbose: bool = False, sample_rate: int | None = None, start_ms: float = 0.0, **beam_options) -> dict:
     """Transcribe every manifest entry -> {utterances, skipped, audio_hours, rtf, greedy_wer,
     greedy_cer, [lm_wer, lm_cer], [emissions, refs]}; unreadable audio is skipped and counted.
     `start_ms` and `sample_rate` first shift each file and turn it into a recording at that rate
-    (see `rewritten`)."""
+    (see `rewritten`); `beam_options` go to every beam search (`Transcriber.transcribe`)."""
     greedy, lm, emissions, audio_seconds = [], [], [], 0.0
     tic = time.perf_counter()
     sources = [e["audio"] for e in entries]
     if start_ms or sample_rate is not None:
         sources = rewritten(sources, start_ms, sample_rate)
     # errors name the manifest's file, also when a shifted or re-recorded copy is what failed
-    results = (r for _, r in transcriber.transcribe_many(sources, beam=beam, names=[e["audio"] for e in entries]))
+    names = [e["audio"] for e in entries]
+    results = (r for _, r in transcriber.transcribe_many(sources, beam=beam, names=names, **beam_options))
     for entry, r in zip(entries, results):
         if isinstance(r, AudioError):
             print(f"skipped: {r}", file=sys.stderr)

@@ -24,7 +24,7 @@ import torch
 
 from .audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k
 from .checkpoint import CheckpointError, load_model
-from .decoding import BeamDecoder, Decoded, Word, greedy_decode
+from .decoding import HOTWORD_WEIGHT, BeamDecoder, Decoded, Word, finite, greedy_decode, hotword_list
 from .features import FeatureExtractor
 from .text import ALPHABET
 
@@ -125,14 +125,15 @@ class Transcriber:
 
     # --- whole recordings ---
     def transcribe(self, audio, sample_rate: int | None = None, *, progress=None, name: str | None = None,
-                   beam: bool = True) -> Result:
+                   beam: bool = True, **beam_options) -> Result:
         """Transcribe a path, bytes or array ((samples,) or (samples, channels); `sample_rate` needed).
 
         Raises AudioError for audio that cannot be transcribed. `progress(done, total)` is called
         as segments finish. `beam=False` skips the beam search (greedy only; `lm` is "").
+        `beam_options` go to the beam search (`BeamDecoder.decode`): e.g. hotwords=["knollys"].
         """
         wave, emissions, timings = self._load_and_run(audio, sample_rate, name, progress)
-        return self.decode(emissions, wave.size / SAMPLE_RATE, timings, beam=beam)
+        return self.decode(emissions, wave.size / SAMPLE_RATE, timings, beam=beam, **beam_options)
 
     def _load_and_run(self, audio, sample_rate=None, name=None, progress=None):
         """Audio -> (16 kHz wave, emissions, timings): everything before decoding."""
@@ -146,9 +147,10 @@ class Transcriber:
         timings = {"load": time.perf_counter() - tic}
         return wave, self.emissions(wave, progress=progress, timings=timings), timings
 
-    def transcribe_many(self, sources, *, beam: bool = True, ahead: int = 1, names=None):
+    def transcribe_many(self, sources, *, beam: bool = True, ahead: int = 1, names=None, **beam_options):
         """Yield (source, Result or AudioError) for each path or bytes in `sources`, in order.
-        `names`, one per source, name them in errors (default: the path; "audio" for bytes).
+        `names`, one per source, name them in errors (default: the path; "audio" for bytes);
+        `beam_options` go to every beam search, as in `transcribe`.
 
         While one file is beam-searched (Python, holding the GIL), a worker thread already loads
         the next `ahead` files and runs the network on them (torch releases the GIL), so on two
@@ -174,7 +176,7 @@ class Transcriber:
                 except AudioError as e:
                     yield source, e
                     continue
-                yield source, self.decode(emissions, wave.size / SAMPLE_RATE, timings, beam=beam)
+                yield source, self.decode(emissions, wave.size / SAMPLE_RATE, timings, beam=beam, **beam_options)
 
     def emissions(self, wave: np.ndarray, progress=None, timings: dict | None = None, model=None) -> np.ndarray:
         """(samples,) 16 kHz waveform -> (frames, symbols) log-probs, long audio in segments;
@@ -205,8 +207,9 @@ class Transcriber:
 
     def decode(self, emissions: np.ndarray, duration: float, timings: dict | None = None, beam: bool = True,
                **beam_options) -> Result:
-        """Greedy and beam (+LM) decoding of cached emissions; `beam_options` override alpha,
-        beta, beam_width or hotwords without re-running the network."""
+        """Greedy and beam (+LM) decoding of cached emissions; `beam_options` (alpha, beta,
+        beam_width, hotwords, hotword_weight, ...: `BeamDecoder.decode`'s) apply to this call only,
+        without re-running the network."""
         timings = dict(timings or {})
         tic = time.perf_counter()
         greedy = greedy_decode(emissions, self.frame_seconds)
@@ -283,14 +286,17 @@ class StreamingSession:
     the full beam, exactly what `Transcriber.transcribe` gives for its samples) runs on a worker
     thread (`background=True`) and replaces it at the first `feed` after it is done; `finish()`
     waits for all of them. With `background=False` the closing update decodes it itself.
+    `hotwords` (and `hotword_weight`) are favoured by every beam search of the session.
     """
 
     def __init__(self, transcriber: Transcriber, pause_seconds: float = 0.4, max_segment_seconds: float = 6.0,
                  min_update_seconds: float = 0.25, partial_beam_width: int = 16, background: bool = True,
-                 fast_partials: bool = True):
+                 fast_partials: bool = True, hotwords=(), hotword_weight: float = HOTWORD_WEIGHT):
         if not max_segment_seconds >= MIN_SEGMENT_SECONDS + 0.5:  # a forced cut lands half a second before it
             raise ValueError(f"max_segment_seconds={max_segment_seconds}: at least {MIN_SEGMENT_SECONDS + 0.5} s")
         self.t = transcriber
+        self.beam_options = dict(hotwords=hotword_list(hotwords),
+                                 hotword_weight=finite("hotword_weight", hotword_weight))
         self.pause_seconds, self.max_segment_seconds = pause_seconds, max_segment_seconds
         self.partial_beam_width = partial_beam_width
         self.partial_network = transcriber.partial_model() if fast_partials else transcriber.model
@@ -374,12 +380,12 @@ class StreamingSession:
             wave = self.buffer[span[0]:span[1]]
             emissions = self.t.emissions(wave, model=self.partial_network)
             self._last_partial = span, self.t.decode(emissions, wave.size / SAMPLE_RATE,
-                                                     beam_width=self.partial_beam_width)
+                                                     beam_width=self.partial_beam_width, **self.beam_options)
         return self._last_partial[1]
 
     def _final(self, wave: np.ndarray) -> Result:
         with _switch_interval(GIL_SWITCH_SECONDS):  # or the caller's next partial waits on this thread's beam
-            return self.t.decode(self.t.emissions(wave), wave.size / SAMPLE_RATE)
+            return self.t.decode(self.t.emissions(wave), wave.size / SAMPLE_RATE, **self.beam_options)
 
     def _decode_open(self) -> None:
         self.pending = 0

@@ -372,3 +372,29 @@ def test_old_downloads_are_removed(transcriber, tmp_path):
     os.utime(old_folder, (0, 0))  # pretend it was written long ago
     second = file_view(transcriber, HELLO["audio"], tmp_path)[5]
     assert not os.path.exists(old_folder) and all(os.path.exists(f) for f in second)
+
+
+def test_hotwords_box_reaches_the_file_and_microphone_searches_and_names_what_it_cannot_use(transcriber, tmp_path,
+                                                                                            monkeypatch):
+    assert demo.read_hotwords(" Knollys,\nnew  york ,, !!, ") == (["Knollys", "new  york"], demo.read_hotwords("!!")[1])
+    assert demo.read_hotwords("!!")[1] == "⚠️ Not used as hotwords (no letters a-z in them): '!!'."
+    assert demo.read_hotwords("") == ([], "") and demo.read_hotwords(None) == ([], "")
+    seen, decode = [], transcriber.beam.decode
+    monkeypatch.setattr(transcriber.beam, "decode", lambda *a, **k: seen.append(k.get("hotwords")) or decode(*a, **k))
+    greedy, lm, message, *_, lesson, _, _, _, _ = demo.file_view(transcriber, tmp_path, HELLO["audio"], "", *LM,
+                                                                 hotwords="Hello, %%")
+    assert greedy == lm == HELLO["text"] and lesson.hotwords == ("Hello",)
+    assert "Not used as hotwords" in message and "'%%'" in message
+    assert seen and set(map(tuple, seen)) == {("Hello",)}  # the file's search and the teaching view's
+    demo.teach(transcriber, lesson, 1.0, 1.0, 8)
+    assert tuple(seen[-1]) == ("Hello",)
+    recording, _, _, note = demo.start_microphone(transcriber, "seven, ##")
+    assert recording.session.beam_options["hotwords"] == ["seven"] and "'##'" in note
+    assert demo.start_microphone(transcriber)[3] == ""
+
+
+def test_demo_refuses_a_hotword_it_cannot_use():
+    for bad in ("!!", "a, b"):
+        proc = subprocess.run([sys.executable, "demo.py", "--hotword", bad], capture_output=True, text=True, cwd=ROOT,
+                              timeout=60)
+        assert proc.returncode == 2 and "one word or phrase of letters a-z per --hotword" in proc.stderr

@@ -109,9 +109,11 @@ def test_upload_shows_both_transcripts_and_the_teaching_view(open_page, samples,
     page.locator("#downloads").get_by_text(".srt", exact=True).wait_for()
     assert page.locator("#downloads").inner_text().count("utt02") == 4  # .txt, .srt, .vtt and .json
     shot(page, "upload")
+    page.locator("#hotwords-input textarea").fill("door, %%")  # used from the next transcription on
     page.get_by_role("button", name="open the door").click()  # an example: its reference gives a WER
     page.wait_for_function("document.querySelector('#message').innerText.includes('Against the reference')")
     assert wer_cer([("open the door", text(page, "lm-output"))])[1] <= MAX_CER
+    assert "Not used as hotwords (no letters a-z in them): '%%'" in page.locator("#message").inner_text()
     page.get_by_role("tab", name="How it works").click()
     page.get_by_text("CTC blank").wait_for()
     page.locator("img[src*='data:image']").first.wait_for(timeout=10_000)  # the plotted figure

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from ds2.decoding import BeamDecoder, LMError, LMParams, greedy_decode, greedy_path, offset_blank
+from ds2.decoding import BeamDecoder, LMError, LMParams, greedy_decode, greedy_path, hotword_list, offset_blank
 from ds2.text import ALPHABET
 from train import lm as recipe
 
@@ -149,6 +149,16 @@ def test_hotwords_pull_the_search_towards_them():
     assert beam.decode(lp, FRAME).text == "the cat"
     assert beam.decode(lp, FRAME, hotwords=["CUT"]).text == "the cut"  # hotwords are normalised
     assert beam.decode(lp, FRAME, hotwords=["cut"], hotword_weight=0.0).text == "the cat"
+
+
+def test_one_hotword_string_is_one_hotword_and_a_bad_weight_is_refused():
+    beam = BeamDecoder()
+    lp = emissions([*"the_ _c", {"a": 0.5, "u": 0.4}, *"t__"])
+    assert beam.decode(lp, FRAME, hotwords="cut").text == "the cut"  # the word, not the letters c, u and t
+    assert hotword_list(["New York", "!!", "O'Brien", ""]) == ["new york", "o'brien"]
+    for weight in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="hotword_weight"):
+            beam.decode(lp, FRAME, hotwords=["cut"], hotword_weight=weight)
 
 
 def test_from_dir_reads_lm_json(arpa, tmp_path):

@@ -59,6 +59,18 @@ def test_stream_segments_at_pauses_and_matches_whole_utterances(transcriber):
     assert any(p and p != state.greedy for p in partials)  # text appeared before the end
 
 
+def test_hotwords_reach_every_decode_of_a_session(transcriber, monkeypatch):
+    seen, decode = [], transcriber.decode
+    monkeypatch.setattr(transcriber, "decode", lambda *a, **k: seen.append(k) or decode(*a, **k))
+    session = transcriber.stream(hotwords=["Red Car", "!!"], hotword_weight=5)
+    for chunk in _as_browser_chunks(_speech_with_pauses([0, 1])):
+        session.feed(chunk, 48000)
+    assert len(session.finish().segments) == 2
+    assert len(seen) >= 4 and all((k["hotwords"], k["hotword_weight"]) == (["red car"], 5.0) for k in seen)
+    with pytest.raises(ValueError, match="hotword_weight"):
+        transcriber.stream(hotwords=["red"], hotword_weight=float("nan"))
+
+
 def test_new_session_starts_clean(transcriber):
     first = transcriber.stream()
     for chunk in _as_browser_chunks(_speech_with_pauses([0])):

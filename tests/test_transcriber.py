@@ -61,6 +61,33 @@ def test_many_files_give_the_same_results_in_order_with_errors_in_place(transcri
         np.testing.assert_array_equal(r.emissions, alone.emissions)
 
 
+def test_beam_options_reach_every_beam_search(transcriber, monkeypatch):
+    seen, decode = [], transcriber.beam.decode
+    monkeypatch.setattr(transcriber.beam, "decode", lambda *a, **k: seen.append(k) or decode(*a, **k))
+    transcriber.transcribe(ENTRIES[0]["audio"], hotwords=["red car"], hotword_weight=3.0)
+    list(transcriber.transcribe_many([ENTRIES[1]["audio"], ENTRIES[2]["audio"]], hotwords=["blue"]))
+    transcriber.transcribe(ENTRIES[0]["audio"])
+    assert [(k.get("hotwords"), k.get("hotword_weight")) for k in seen] == [
+        (["red car"], 3.0), (["blue"], None), (["blue"], None), (None, None)]
+
+
+def test_cli_hotwords_reach_the_beam_search_and_bad_ones_are_refused(tiny_model_dir, monkeypatch, capsys):
+    from ds2 import __main__ as cli
+    seen, decode = [], Transcriber.decode
+    monkeypatch.setattr(Transcriber, "decode", lambda self, *a, **k: seen.append(k) or decode(self, *a, **k))
+    common = ["--model", str(tiny_model_dir), "--lm", "none", "--json"]
+    assert cli.main(["transcribe", ENTRIES[0]["audio"], *common, "--hotword", "Red Car", "--hotword", "blue",
+                     "--hotword-weight", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["greedy"] == ENTRIES[0]["text"]  # the greedy text is not changed
+    assert cli.main(["evaluate", str(TINY_MANIFEST), *common, "--hotword", "red"]) == 0
+    assert [(k["hotwords"], k["hotword_weight"]) for k in seen] == [(["Red Car", "blue"], 4.0)] + [(["red"], 10.0)] * 10
+    assert cli.main(["transcribe", ENTRIES[0]["audio"], *common]) == 0 and "hotwords" not in seen[-1]
+    for bad, message in ((["--hotword", "!!!"], "nothing left"), (["--hotword-weight", "inf"], "finite number")):
+        with pytest.raises(SystemExit):
+            cli.main(["transcribe", ENTRIES[0]["audio"], *common, *bad])
+        assert message in capsys.readouterr().err
+
+
 def test_save_load_gives_bit_identical_outputs(tiny_model_dir, tmp_path):
     import torch
     model, features, meta = load_model(tiny_model_dir)
