@@ -348,7 +348,8 @@ def build_app(transcriber: Transcriber, samples_dir=SAMPLES, hotwords=()):
                     message = gr.Markdown(elem_id="message")
                     with gr.Row():
                         greedy = gr.Textbox(label="Greedy (best path)", lines=4, elem_id="greedy-output")
-                        lm = gr.Textbox(label="Beam search + LM", lines=4, elem_id="lm-output")
+                        lm = gr.Textbox(label="Beam search + LM" if transcriber.lm_dir else "Beam search (no LM loaded)",
+                                        lines=4, elem_id="lm-output")
                     with gr.Accordion("Word timings and downloads", open=False):
                         with gr.Row():
                             headers = ["word", "start (s)", "end (s)", "confidence"]

@@ -261,9 +261,11 @@ def test_model_card_gives_architecture_training_data_and_wer(transcriber, tiny_m
 
 
 def test_app_has_the_contract_elem_ids_and_a_queue(transcriber, samples_dir):
-    app = demo.build_app(transcriber, samples_dir)
-    ids = {c["props"].get("elem_id") for c in app.config["components"]}
-    assert {"mic-input", "file-input", "greedy-output", "lm-output", "transcribe-button"} <= ids
+    app = demo.build_app(transcriber, samples_dir, hotwords=["Knollys", "new york"])
+    props = {c["props"].get("elem_id"): c["props"] for c in app.config["components"]}
+    assert {"mic-input", "file-input", "greedy-output", "lm-output", "transcribe-button", "hotwords-input"} <= set(props)
+    assert props["hotwords-input"]["value"] == "Knollys, new york"  # demo.py --hotword fills the box
+    assert props["lm-output"]["label"] == "Beam search (no LM loaded)"  # this transcriber has no LM
     stream = next(fn for fn in app.fns.values() if fn.connection == "stream")
     assert stream.concurrency_limit == demo.LIVE_SESSIONS and stream.stream_every == demo.STREAM_EVERY_SECONDS
     assert app._queue.default_concurrency_limit == demo.CONCURRENCY
