@@ -24,10 +24,11 @@ test-fast: install
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt | system-deps
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install -qq --no-deps --editable .  # the ds2 command, and python -m ds2 from any folder
 	touch $@
 
 # KenLM's lmplz and build_binary, compiled once into ~/.cache/ds2/kenlm for the LM recipe and its
@@ -49,4 +50,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache test-artifacts ds2.egg-info

@@ -2,6 +2,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,3 +279,16 @@ def test_fp16_export_loads_as_fp32_with_close_outputs(tiny_model_dir, tmp_path):
     x, lengths = torch.randn(1, 120, 40), torch.tensor([120])
     with torch.no_grad():
         torch.testing.assert_close(full(x, lengths)[0], half(x, lengths)[0], atol=0.05, rtol=0.01)
+
+
+def test_the_cli_runs_from_any_folder_once_installed(tiny_model_dir, tmp_path):
+    """`make install` installs this checkout in editable mode: the `ds2` command and `python -m ds2`
+    work outside the repository, with the bundled assets where they are."""
+    command = Path(sys.executable).with_name("ds2")
+    if not command.exists():
+        pytest.skip("the checkout is not installed in this environment: make install")
+    for cli in ([str(command)], [sys.executable, "-m", "ds2"]):
+        proc = subprocess.run([*cli, "transcribe", ENTRIES[2]["audio"], "--model", str(tiny_model_dir), "--lm", "none",
+                               "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["greedy"] == ENTRIES[2]["text"]
