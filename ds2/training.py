@@ -81,6 +81,7 @@ class TrainConfig:
     freeze_batchnorm: bool = False  # normalise with init's running statistics in training too (see train_mode)
     freeze: list = field(default_factory=list)  # parameter name prefixes that keep init's values: ["convs", "rnns.0"]
     dropout: float = 0.0  # chance of zeroing each unit of each recurrent layer's output, in training only
+    confidence_penalty: float = 0.0  # beta: the loss is CTC - beta * the posteriors' mean frame entropy (nats)
     sortagrad: bool = True
     cache_audio: bool = True  # keep decoded waveforms in memory after first use (4 bytes/sample)
     amp: str = "bf16"  # "bf16", "fp16" or "none" on CUDA; CPUs train in fp32 unless cpu_amp is set
@@ -147,6 +148,8 @@ class TrainConfig:
             raise ConfigError("freeze_batchnorm keeps the statistics of the model it starts from: set init too")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout = {self.dropout}: expected a probability, 0 <= p < 1")
+        if not 0 <= self.confidence_penalty < 10:
+            raise ConfigError(f"confidence_penalty = {self.confidence_penalty}: expected a weight, 0 <= beta < 10")
         if not 0 <= self.swa_from < 1:
             raise ConfigError(f"swa_from = {self.swa_from}: expected a fraction of the planned steps, 0 <= F < 1")
         if self.freeze_batchnorm and self.precise_bn_seconds:
@@ -177,6 +180,14 @@ def cpu_has_bf16(say: bool = True) -> bool:
     if not native and say:
         print("cpu_amp: this CPU has no native bf16 (AVX512-BF16 or AMX), training in fp32", file=sys.stderr)
     return native
+
+
+def frame_entropy(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean entropy in nats of the (batch, time, V) posteriors over the frames within `lengths`:
+    the confidence penalty's term (Pereyra et al., 2017), which rewards less peaked outputs."""
+    valid = torch.arange(log_probs.shape[1], device=log_probs.device)[None] < lengths.to(log_probs.device)[:, None]
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    return (entropy * valid).sum() / valid.sum().clamp(min=1)
 
 
 def plan_epochs(budget_seconds: float, spent_seconds: float, epochs_done: int, epoch_seconds: float,
@@ -430,6 +441,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
         notes = f" ({sum(p.numel() for p in trainable) / 1e6:.2f} M trained, {', '.join(cfg.freeze)} frozen)" \
             if cfg.freeze else ""
         notes += f"; dropout {cfg.dropout:g}" if cfg.dropout else ""
+        notes += f"; confidence penalty {cfg.confidence_penalty:g}" if cfg.confidence_penalty else ""
         print(f"model {cfg.model}: {model.num_parameters / 1e6:.2f} M parameters{notes}; {len(entries)} utterances, "
               f"{sum(e['duration'] for e in entries) / 3600:.2f} h; {steps_per_epoch} steps per epoch on {device}")
 
@@ -455,6 +467,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> tuple[DeepSpeech2, dict]:
                     log_probs, out_lengths = ddp_model(batch["feats"].to(device), batch["feat_lengths"])
                 loss = F.ctc_loss(log_probs.float().transpose(0, 1), batch["targets"].to(device), out_lengths,
                                   batch["target_lengths"].to(device), blank=0, zero_infinity=True)
+                if cfg.confidence_penalty:
+                    loss = loss - cfg.confidence_penalty * frame_entropy(log_probs.float(), out_lengths)
                 finite = torch.isfinite(loss)
                 if distributed:  # every rank skips together, or DDP's gradient all-reduce would hang
                     dist.all_reduce(finite := finite.float(), op=dist.ReduceOp.MIN)

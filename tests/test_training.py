@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import torch
 from conftest import ROOT, TINY_MANIFEST, tiny_config
 from ds2.checkpoint import CheckpointError
 from ds2.model import DeepSpeech2, model_config
-from ds2.training import ConfigError, TrainConfig, lr_factor, plan_epochs, train, update_mean
+from ds2.training import ConfigError, TrainConfig, frame_entropy, lr_factor, plan_epochs, train, update_mean
 
 
 def _losses(out_dir) -> dict[int, str]:
@@ -466,3 +467,31 @@ def test_vtlp_warps_training_utterances_only(tmp_path, monkeypatch):
     assert n_train >= 2 and all(0.8 <= a <= 1.2 for a in warps) and len(set(warps)) == n_train
     train(tiny_config(tmp_path / "vtlp", 2, dev=dev, vtlp=[0.8, 1.2]))  # the same run again: the same draws
     assert warps[n_train:] == warps[:n_train]
+
+
+def test_frame_entropy_is_the_mean_over_the_frames_within_each_length():
+    log29 = math.log(29)
+    uniform = torch.full((1, 4, 29), 1 / 29).log()
+    peaked = torch.log_softmax(torch.tensor([50.0] + [0.0] * 28), 0).expand(1, 4, 29)
+    assert frame_entropy(uniform, torch.tensor([4])).item() == pytest.approx(log29)
+    assert frame_entropy(peaked, torch.tensor([4])).item() == pytest.approx(0.0, abs=1e-6)
+    assert frame_entropy(torch.cat([uniform, peaked]), torch.tensor([2, 2])).item() == pytest.approx(log29 / 2)
+    padded = torch.cat([uniform[:, :2], peaked[:, :2]], 1)  # frames past the length do not count
+    assert frame_entropy(padded, torch.tensor([2])).item() == pytest.approx(log29)
+
+
+def test_confidence_penalty_lowers_the_logged_loss_by_the_entropy_term_and_is_checked(tmp_path, monkeypatch):
+    import ds2.training
+    seen = []
+    real = ds2.training.frame_entropy
+    monkeypatch.setattr(ds2.training, "frame_entropy", lambda lp, n: seen.append(real(lp, n)) or seen[-1])
+    settings = dict(steps=3, log_every=1, specaugment=False, noise_prob=0.0)
+    train(tiny_config(tmp_path / "plain", **settings))
+    assert not seen
+    train(tiny_config(tmp_path / "penalised", **settings, confidence_penalty=0.5))
+    plain, penalised = _losses(tmp_path / "plain"), _losses(tmp_path / "penalised")
+    assert len(seen) == 3 and all(e > 0 for e in seen)
+    # the first step sees the same model and batch in both runs: the losses differ by 0.5 x its entropy
+    assert float(plain[1]) - float(penalised[1]) == pytest.approx(0.5 * seen[0].item(), abs=2e-3)
+    with pytest.raises(ConfigError, match="confidence_penalty = -1"):
+        tiny_config(tmp_path / "bad", 1, confidence_penalty=-1.0)
