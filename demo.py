@@ -61,9 +61,10 @@ def read_hotwords(text: str | None) -> tuple[list[str], str]:
     """The hotwords box (words or phrases, comma- or line-separated) -> (usable ones, a note naming
     those that cannot be searched for: nothing of them is left after normalising to a-z and ')."""
     given = [w.strip() for w in (text or "").replace("\n", ",").split(",") if w.strip()]
-    ignored = [w for w in given if not hotword_list(w)]
+    usable = [w for w in given if hotword_list(w)]
+    ignored = [w for w in given if w not in usable]
     note = f"⚠️ Not used as hotwords (no letters a-z in them): {', '.join(map(repr, ignored))}." if ignored else ""
-    return [w for w in given if hotword_list(w)], note
+    return usable, note
 
 
 def describe(wave: np.ndarray, result, reference: str = "", note: str = "") -> str:

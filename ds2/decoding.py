@@ -212,7 +212,7 @@ class BeamDecoder:
     def _search(self, log_probs, alpha, beta, beam_width, hotwords, hotword_weight, prune_history,
                 unk_score_offset=None, blank_offset=None):
         p = self.params
-        blank_offset = finite("blank_offset", p.blank_offset if blank_offset is None else blank_offset)
+        blank_offset = p.blank_offset if blank_offset is None else finite("blank_offset", blank_offset)
         scores = offset_blank(np.asarray(log_probs, dtype=np.float32), blank_offset)
         hotwords, hotword_weight = hotword_list(hotwords), finite("hotword_weight", hotword_weight)
         weights = (float(p.alpha if alpha is None else alpha), float(p.beta if beta is None else beta),
